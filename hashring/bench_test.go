@@ -95,3 +95,19 @@ func BenchmarkRebuild(b *testing.B) {
 		}
 	}
 }
+
+func BenchmarkLocateDirect10(b *testing.B) {
+	nodes := make([]Node, 10)
+	for i := range nodes {
+		nodes[i] = Node{Name: fmt.Sprintf("collector-%d:7070", i)}
+	}
+	r, err := NewDirect(1, nodes)
+	if err != nil {
+		b.Fatal(err)
+	}
+	key := []byte("meter-0001")
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = r.Locate(key)
+	}
+}

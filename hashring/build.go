@@ -213,6 +213,10 @@ func (r *Ring) Rebuild(version uint64, nodes []Node) (*Ring, error) {
 	if err != nil {
 		return nil, err
 	}
+	if r != nil && r.direct {
+		nr.direct = true
+		return nr, nil
+	}
 	if r.Len() == 0 || len(nr.nodes) == 0 {
 		nr.buildScratch()
 		return nr, nil

@@ -39,6 +39,7 @@ type Ring struct {
 	uniform bool     // all weights equal: compare ranks as integers
 	owner8  []uint8  // slot -> node index, when len(nodes) <= 256
 	owner16 []uint16 // slot -> node index, otherwise
+	direct  bool     // no table: owners are computed per lookup (NewDirect)
 }
 
 // New builds the ring for nodes at the given version. The nodes' order does
@@ -55,6 +56,22 @@ func New(version uint64, nodes []Node) (*Ring, error) {
 		return nil, err
 	}
 	r.buildScratch()
+	return r, nil
+}
+
+// NewDirect builds a ring without a table: the same placement and failover
+// order as New for the same nodes (it ranks the key's slot exactly as the
+// table would have), but Locate scores every node, O(Len()), instead of one
+// table load. It takes no scratch memory and no build time, so it suits
+// clients that locate rarely, such as a meter choosing its collector: a
+// process that runs thousands of meters would otherwise hold thousands of
+// 2 MiB tables. Rebuild on a direct ring returns a direct ring.
+func NewDirect(version uint64, nodes []Node) (*Ring, error) {
+	r, err := newShell(version, nodes)
+	if err != nil {
+		return nil, err
+	}
+	r.direct = true
 	return r, nil
 }
 
@@ -132,11 +149,7 @@ func (r *Ring) Locate(key []byte) string {
 	if r == nil || len(r.nodes) == 0 {
 		return ""
 	}
-	s := slotOf(key)
-	if r.owner8 != nil {
-		return r.nodes[r.owner8[s]].Name
-	}
-	return r.nodes[r.owner16[s]].Name
+	return r.nodes[r.ownerAt(slotOf(key))].Name
 }
 
 // LocateString is Locate for a string key; it does not allocate.
@@ -145,13 +158,13 @@ func (r *Ring) LocateString(key string) string {
 		return ""
 	}
 	hi, _ := bits.Mul64(xxhash.Sum64String(key), numSlots)
-	if r.owner8 != nil {
-		return r.nodes[r.owner8[hi]].Name
-	}
-	return r.nodes[r.owner16[hi]].Name
+	return r.nodes[r.ownerAt(uint32(hi))].Name
 }
 
 func (r *Ring) ownerAt(s uint32) int {
+	if r.direct {
+		return r.bestAt(s)
+	}
 	if r.owner8 != nil {
 		return int(r.owner8[s])
 	}

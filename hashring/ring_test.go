@@ -374,3 +374,35 @@ func TestMeterPlacement(t *testing.T) {
 		t.Logf("removing %s: %d orphans, largest survivor share %d (%.2f x fair)", collectors[dead].Name, orphans, worst, float64(worst)/fair)
 	}
 }
+
+// A direct ring must place and order every key exactly as the table does,
+// before and after a membership change.
+func TestDirectMatchesTable(t *testing.T) {
+	nodes := make([]Node, 12)
+	for i := range nodes {
+		nodes[i] = Node{Name: fmt.Sprintf("collector-%d:7070", i)}
+	}
+	table, err := New(1, nodes)
+	require.NoError(t, err)
+	direct, err := NewDirect(1, nodes)
+	require.NoError(t, err)
+	check := func(a, b *Ring) {
+		t.Helper()
+		var bufA, bufB [4]string
+		for i := range 20000 {
+			key := fmt.Appendf(nil, "meter-%d", i)
+			require.Equal(t, a.Locate(key), b.Locate(key))
+			require.Equal(t, a.LocateString(string(key)), b.Locate(key))
+			require.Equal(t, a.Successors(key, bufA[:]), b.Successors(key, bufB[:]))
+		}
+	}
+	check(table, direct)
+
+	table2, err := table.Rebuild(2, nodes[1:])
+	require.NoError(t, err)
+	direct2, err := direct.Rebuild(2, nodes[1:])
+	require.NoError(t, err)
+	require.True(t, direct2.direct)
+	check(table2, direct2)
+	require.Zero(t, testing.AllocsPerRun(100, func() { direct2.Locate([]byte("meter-1")) }))
+}
