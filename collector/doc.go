@@ -75,6 +75,39 @@
 // Kafka stored them. A subscription is the tap handler's lifetime: it ends when
 // the client goes, a write misses its deadline, or the collector stops.
 //
+// # Metrics read by ops (the subscription-leak and zombie-meter detectors)
+//
+// The hub gauges are exported from one reading of the hubs' counts at scrape
+// time (hubGauges), so they are always mutually consistent:
+//
+//	phloem_collector_hub_subscribers  hub subscriptions open: one per live tap
+//	phloem_collector_tap_receivers    tap handlers streaming to a connected client
+//	phloem_collector_republishers     hub subscriptions held by Kafka republishers: 0
+//	phloem_collector_hubs             tenant hubs that exist
+//
+// The Kafka republisher is not a hub subscription: the ingest path calls it
+// synchronously and waits for its acknowledgement before publishing to the hub.
+// So republishers is always 0; it is exported because the ops leak rule sums it
+// and stays inactive while any of its gauges is absent. In a healthy collector
+// hub_subscribers == tap_receivers + republishers whenever no tap is opening or
+// closing, and hub_subscribers < that sum while one is (a tap handler counts as
+// a receiver before it subscribes and until after it unsubscribed): an excess,
+// hub_subscribers > tap_receivers + republishers, is always a subscription with
+// no receiver, i.e. a leak. Such a subscription does not inflate egress: tap
+// egress (egress_bytes_total{destination="tap"}) is counted when bytes are
+// written to a client, and a leaked ring drops its oldest records instead
+// (tap_dropped_records_total). The egress/ingress ratio therefore measures real
+// fan-out (Kafka + every live tap); the leak shows on the subscriber gauges.
+//
+// Collector implements ops.MeterActivity (Meters): a table of the meters whose
+// batches reached Kafka, bounded by MaxMetersTracked (least recently seen
+// evicted, phloem_collector_meters_evicted_total), with each meter's tenant, the
+// time Kafka last acknowledged one of its batches, and whether the keep-alive
+// connection of its latest batch is still open (http.Server ConnContext and
+// ConnState; when Handler is served by another server, "latest batch within
+// IdleTimeout"). It is fed from the Republisher's completion callback, one map
+// update under one mutex per batch.
+//
 // # Goroutines and shutdown
 //
 // The collector starts no goroutine of its own besides the http.Server's (one per
@@ -88,5 +121,6 @@
 //
 // All exported methods are safe for concurrent use. Hub lock order: hubs.mu,
 // then subscriber.mu; publishing takes only read locks and never waits on a tap.
+// The meter activity table's mutex is a leaf (nothing is called under it).
 // Per-tenant metric labels are capped at MaxTenantLabels (then tenant="other").
 package collector

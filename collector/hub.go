@@ -20,6 +20,12 @@ var ErrTooManyTaps = errors.New("too many live taps on this collector")
 // never slow ingest). Live taps are the asynchronous subscribers: publish copies
 // a batch's rendered lines into each tap's bounded ring and returns at once.
 //
+// Besides subscriptions, hubs counts receivers: tap handlers alive on behalf of
+// a connected client. Each tap handler is the owner of exactly one subscription,
+// so subscriptions beyond receivers are subscriptions nobody will ever read or
+// remove: the leak DESIGN.md warns about. Both counts are exported from one
+// read under mu (hubGauges), for the ops subscription-leak detector.
+//
 // Lock order: hubs.mu, then subscriber.mu. publish takes no lock of hubs (it
 // reads the map under the read lock and the copy-on-write subscriber slice
 // atomically), so a subscribe or unsubscribe never waits for a publish and the
@@ -29,9 +35,10 @@ type hubs struct {
 	maxTaps   int
 	m         *metrics
 
-	mu    sync.RWMutex
-	byTen map[string]*hub
-	taps  int // total subscribers, guarded by mu
+	mu        sync.RWMutex
+	byTen     map[string]*hub
+	taps      int // total subscribers, guarded by mu
+	receivers int // tap handlers between receiverEnter and receiverLeave, guarded by mu
 }
 
 // hub is one tenant's stream.
@@ -42,8 +49,40 @@ type hub struct {
 	subs atomic.Pointer[[]*subscriber]
 }
 
+// newHubs builds the hubs and hands m the collector that exports their gauges.
 func newHubs(tapBuffer, maxTaps int, m *metrics) *hubs {
-	return &hubs{tapBuffer: tapBuffer, maxTaps: maxTaps, m: m, byTen: make(map[string]*hub)}
+	h := &hubs{tapBuffer: tapBuffer, maxTaps: maxTaps, m: m, byTen: make(map[string]*hub)}
+	m.hubGauges = newHubGauges(h)
+	return h
+}
+
+// hubStats is one consistent reading of the hubs' counts.
+type hubStats struct {
+	subscribers, receivers, hubs int
+}
+
+// stats reads every count under one lock, so that subscribers and receivers
+// are never compared across two instants.
+func (h *hubs) stats() hubStats {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return hubStats{subscribers: h.taps, receivers: h.receivers, hubs: len(h.byTen)}
+}
+
+// receiverEnter counts a tap handler that is about to subscribe on behalf of its
+// client; receiverLeave, called once after that handler unsubscribed (or failed
+// to subscribe), uncounts it. The order (receiver first in, last out) keeps
+// subscribers <= receivers in a healthy process at every instant.
+func (h *hubs) receiverEnter() {
+	h.mu.Lock()
+	h.receivers++
+	h.mu.Unlock()
+}
+
+func (h *hubs) receiverLeave() {
+	h.mu.Lock()
+	h.receivers--
+	h.mu.Unlock()
 }
 
 // has reports whether tenant has a hub, i.e. at least one live subscriber. The
@@ -70,7 +109,6 @@ func (h *hubs) subscribe(tenant string) (*subscriber, error) {
 		empty := []*subscriber{}
 		hb.subs.Store(&empty)
 		h.byTen[tenant] = hb
-		h.m.hubs.Set(float64(len(h.byTen)))
 	}
 	s := &subscriber{hub: hb, ring: make([]tapItem, h.tapBuffer), notify: make(chan struct{}, 1)}
 	old := *hb.subs.Load()
@@ -79,7 +117,6 @@ func (h *hubs) subscribe(tenant string) (*subscriber, error) {
 	next = append(next, s)
 	hb.subs.Store(&next)
 	h.taps++
-	h.m.hubSubscribers.Set(float64(h.taps))
 	return s, nil
 }
 
@@ -106,10 +143,24 @@ func (h *hubs) unsubscribe(s *subscriber) {
 	hb.subs.Store(&next)
 	if len(next) == 0 && h.byTen[hb.tenant] == hb {
 		delete(h.byTen, hb.tenant)
-		h.m.hubs.Set(float64(len(h.byTen)))
 	}
 	h.taps--
-	h.m.hubSubscribers.Set(float64(h.taps))
+}
+
+// LeakSubscriptionForTest injects the fault the subscription-leak detector
+// exists for: a subscription to tenant's hub with no receiver. The hub keeps
+// offering it every record of the tenant (bounded by TapBuffer, the excess
+// counted in tap_dropped_records_total) until release, which unsubscribes it
+// (idempotent). Nothing in Phloem calls it: it is exported only so that tests
+// outside this package (ops' acceptance test of its detectors against a real
+// collector) can create the leak, which the tap handler's deferred unsubscribe
+// otherwise makes impossible. It fails like a tap does at MaxTaps.
+func (c *Collector) LeakSubscriptionForTest(tenant string) (release func(), err error) {
+	s, err := c.hubs.subscribe(tenant)
+	if err != nil {
+		return nil, err
+	}
+	return func() { c.hubs.unsubscribe(s) }, nil
 }
 
 // count returns the number of live subscribers.

@@ -52,12 +52,13 @@ type metrics struct {
 	requests        *prometheus.CounterVec
 	produceLatency  prometheus.Histogram
 	requestLatency  prometheus.Histogram
-	hubSubscribers  prometheus.Gauge
-	hubs            prometheus.Gauge
+	hubGauges       *hubGauges // set by newHubs: read from the hubs at scrape time
 	tapDropped      prometheus.Counter
 	produceErrors   prometheus.Counter
 	retriesJoined   prometheus.Counter
 	tlsReloads      *prometheus.CounterVec
+	metersTracked   prometheus.Gauge
+	metersEvicted   prometheus.Counter
 	tenantLabelsCap int
 
 	// Per-tenant children cached, so the hot path does one map lookup under a
@@ -95,10 +96,6 @@ func newMetrics(labelCap int) *metrics {
 		requestLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "ingest_duration_seconds",
 			Help:    "Duration of ingest requests from headers read to answer, whatever the answer.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
-		hubSubscribers: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "hub_subscribers",
-			Help: "Live tap subscriptions over all tenant hubs."}),
-		hubs: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "hubs",
-			Help: "Tenant hubs that exist (a hub exists while it has subscribers)."}),
 		tapDropped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "tap_dropped_records_total",
 			Help: "Records dropped by policy from slow taps' buffers (oldest first); the tap is told how many."}),
 		produceErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "produce_errors_total",
@@ -107,6 +104,10 @@ func newMetrics(labelCap int) *metrics {
 			Help: "Retried batches answered from an earlier attempt that was answered 503 but whose records were still in the producer (no second copy produced)."}),
 		tlsReloads: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "tls_reloads_total",
 			Help: "Certificate reloads, by result."}, []string{"result"}),
+		metersTracked: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "meters_tracked",
+			Help: "Meters in the activity table behind the zombie-meter detector (bounded by MaxMetersTracked)."}),
+		metersEvicted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "meters_evicted_total",
+			Help: "Meters evicted from the full activity table, least recently seen first."}),
 		tenantLabelsCap: labelCap,
 		tenants:         make(map[string]*tenantCounters),
 	}
@@ -122,9 +123,67 @@ func newMetrics(labelCap int) *metrics {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.ingressBytes, m.ingressRecords, m.ingressBody, m.egressBytes, m.inflightReqs,
-		m.inflightBytes, m.rejected, m.requests, m.produceLatency, m.requestLatency, m.hubSubscribers, m.hubs,
-		m.tapDropped, m.produceErrors, m.retriesJoined, m.tlsReloads}
+	cs := []prometheus.Collector{m.ingressBytes, m.ingressRecords, m.ingressBody, m.egressBytes, m.inflightReqs,
+		m.inflightBytes, m.rejected, m.requests, m.produceLatency, m.requestLatency,
+		m.tapDropped, m.produceErrors, m.retriesJoined, m.tlsReloads, m.metersTracked, m.metersEvicted}
+	if m.hubGauges != nil {
+		cs = append(cs, m.hubGauges)
+	}
+	return cs
+}
+
+// hubGauges exports the hubs' gauges (hub_subscribers, tap_receivers,
+// republishers, hubs) from ONE read of the hubs' counts under hubs.mu, at
+// scrape time. Separate Gauges would be set at different instants, and a
+// scrape between two Sets could show a subscription without its receiver: a
+// false leak for the ops detector, which compares them.
+//
+// The invariant a scrape sees in a healthy collector:
+//
+//	hub_subscribers <= tap_receivers + republishers
+//
+// with equality whenever no tap is opening or closing. A tap handler counts
+// itself as a receiver just before it subscribes and stops counting just after
+// it unsubscribed, so the transient difference is negative, never positive. A
+// positive excess is a subscription without a live receiver: a leak.
+//
+// republishers is always 0: the Kafka republisher is not a hub subscription
+// (the ingest path calls it synchronously, see hubs), so it holds none. It is
+// exported anyway, under the name the ops leak rule sums, because the rule stays
+// inactive while any of its gauges is absent.
+type hubGauges struct {
+	h                                    *hubs
+	subscribers, receivers, reps, tenHub *prometheus.Desc
+}
+
+func newHubGauges(h *hubs) *hubGauges {
+	const ns, sub = "phloem", "collector"
+	return &hubGauges{
+		h: h,
+		subscribers: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "hub_subscribers"),
+			"Hub subscriptions open over all tenant hubs (one per live tap; the Kafka republisher holds none). Above tap_receivers + republishers: a leaked subscription.", nil, nil),
+		receivers: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "tap_receivers"),
+			"Live tap handlers streaming to a connected client, each the owner of one hub subscription.", nil, nil),
+		reps: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "republishers"),
+			"Hub subscriptions held by Kafka republishers: 0, the republisher is called synchronously by ingest and holds no hub subscription.", nil, nil),
+		tenHub: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "hubs"),
+			"Tenant hubs that exist (a hub exists while it has subscribers).", nil, nil),
+	}
+}
+
+func (g *hubGauges) Describe(ch chan<- *prometheus.Desc) {
+	ch <- g.subscribers
+	ch <- g.receivers
+	ch <- g.reps
+	ch <- g.tenHub
+}
+
+func (g *hubGauges) Collect(ch chan<- prometheus.Metric) {
+	s := g.h.stats()
+	ch <- prometheus.MustNewConstMetric(g.subscribers, prometheus.GaugeValue, float64(s.subscribers))
+	ch <- prometheus.MustNewConstMetric(g.receivers, prometheus.GaugeValue, float64(s.receivers))
+	ch <- prometheus.MustNewConstMetric(g.reps, prometheus.GaugeValue, 0)
+	ch <- prometheus.MustNewConstMetric(g.tenHub, prometheus.GaugeValue, float64(s.hubs))
 }
 
 func (m *metrics) register(reg prometheus.Registerer) error {

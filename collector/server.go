@@ -54,6 +54,9 @@ type Collector struct {
 	blocked map[string]struct{}
 	limbo   *limbo // nil when RetryDedupTTL is 0
 
+	activity *meterActivity // meters seen, for Meters (ops.MeterActivity)
+	conns    connTracker    // open connections of Run's server, for Meters' Connected
+
 	handlers gate          // every data-listener handler runs inside it
 	stopping chan struct{} // closed when shutdown begins: taps end, ingest answers 503
 	stopOnce sync.Once
@@ -89,6 +92,7 @@ func New(cfg Config, tenants TenantSource, logger *slog.Logger, reg prometheus.R
 		stopping: make(chan struct{}),
 	}
 	c.hubs = newHubs(cfg.TapBuffer, cfg.MaxTaps, c.m)
+	c.activity = newMeterActivity(MaxMetersTracked, cfg.IdleTimeout, c.m)
 	if cfg.RetryDedupTTL > 0 {
 		c.limbo = newLimbo(cfg.RetryDedupTTL, cfg.RetryDedupEntries)
 	}
@@ -112,7 +116,7 @@ func New(cfg Config, tenants TenantSource, logger *slog.Logger, reg prometheus.R
 		}
 		rep = kr
 	}
-	c.rep = rep
+	c.rep = activityRepublisher{Republisher: rep, act: c.activity}
 	return c, nil
 }
 
@@ -156,6 +160,9 @@ func (c *Collector) Run(ctx context.Context, ln net.Listener) error {
 		IdleTimeout:       c.cfg.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(c.logger.Handler(), slog.LevelWarn),
+		// Connection tracking for Meters' Connected (see activity.go).
+		ConnContext: c.conns.connContext,
+		ConnState:   c.conns.connState,
 		// Handlers derive their contexts from the request's; BaseContext is left
 		// to the server so that nothing ties requests to the app's context.
 	}

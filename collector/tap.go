@@ -59,7 +59,9 @@ func renderTap(recs []wire.Record, meter, rid string) []tapItem {
 //
 // The subscription lives exactly as long as this handler: it ends (deferred
 // unsubscribe) when the request context ends (client gone, connection closed),
-// a write fails or misses its deadline, or the collector shuts down.
+// a write fails or misses its deadline, or the collector shuts down. The handler
+// counts itself as the subscription's receiver (tap_receivers) around that
+// lifetime; see hubGauges.
 func (c *Collector) serveTap(w http.ResponseWriter, r *http.Request) {
 	rid := requestID(r)
 	w.Header().Set(HeaderXRequestID, rid)
@@ -84,6 +86,11 @@ func (c *Collector) serveTap(w http.ResponseWriter, r *http.Request) {
 		t, ok := c.tenants.State().TenantByTokenHash(hash)
 		return ok && t.ID == tenant.ID && t.Active()
 	}
+	// This handler is the subscription's receiver: counted (tap_receivers)
+	// before it subscribes and uncounted after it unsubscribed (defers run in
+	// reverse), so a scrape never sees this subscription without its receiver.
+	c.hubs.receiverEnter()
+	defer c.hubs.receiverLeave()
 	sub, err := c.hubs.subscribe(tenant.ID)
 	if err != nil {
 		c.refuse(w, PathTap, rid, refusal{code: 503, reason: reasonOverTaps, msg: err.Error(), retryAfter: c.adm.retryAfterOverload()})

@@ -6,10 +6,11 @@ package ops
 // list.
 //
 // The component names (collector, consumer) are the contract with those packages,
-// kept here by hand because they were written at the same time as ops; a test that
-// builds the real components and checks this list against their registries belongs
-// beside cmd/pipeline. The phloem_ops_* names are checked against the Monitor's own
-// registry by TestExportedMetricsMatchMonitor.
+// kept here by hand because they were written at the same time as ops;
+// TestExportedMetricsMatchRealComponents (collector_integration_test.go) builds the
+// real collector and consumer and checks every phloem_collector_* and
+// phloem_consumer_* name here against their registries. The phloem_ops_* names are
+// checked against the Monitor's own registry by TestExportedMetricsMatchMonitor.
 func ExportedMetrics() []string {
 	return []string{
 		// collector
