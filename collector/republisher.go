@@ -16,13 +16,14 @@ import (
 	"phloem/phloem/topics"
 )
 
-// Kafka record header keys the collector sets on every record.
+// Kafka record header keys of tenant topics (the shared record format lives in
+// phloem/topics, so that the collector and the consumer cannot drift apart).
 const (
-	HeaderMeterID     = "phloem-meter-id"
-	HeaderSeq         = "phloem-seq"          // decimal
-	HeaderRequestID   = "phloem-request-id"   // the ingest request's X-Request-Id
-	HeaderCollectorID = "phloem-collector-id" // Config.CollectorID
-	HeaderTimestamp   = "phloem-timestamp"    // the meter's timestamp, decimal unix nanoseconds
+	HeaderMeterID     = topics.HeaderMeterID
+	HeaderSeq         = topics.HeaderSeq
+	HeaderRequestID   = topics.HeaderRequestID
+	HeaderCollectorID = topics.HeaderCollectorID
+	HeaderTimestamp   = topics.HeaderTimestamp
 )
 
 // Batch is one decoded ingest request, handed to a Republisher. Its memory (the
