@@ -32,7 +32,7 @@ stored: only its SHA-256 goes to Kafka. Tenant ids are 1-63 characters of a-z,
 		}},
 		{name: "sink", short: "add, list and remove sinks (where phloem delivers a tenant's records)", cmds: []*leaf{
 			{name: "add", args: "<id>", nargs: 1, short: "add a sink for a tenant, or for all tenants with --tenant '*'", long: `
-Types: http (params: url), file (params: path), stdout, stream.
+Types: http (params: url, timeout, authorization), file (params: dir, max_bytes, max_age, fsync=batch|never), stdout, stream.
 Example: phloemctl sink add acme-http --tenant acme --type http --param url=https://example.com/ingest`, setup: setupSinkAdd},
 			{name: "list", short: "list sinks", setup: setupSinkList},
 			{name: "remove", args: "<id>", nargs: 1, short: "remove a sink", setup: noFlags(cmdSinkRemove)},
@@ -324,7 +324,7 @@ func setupSinkAdd(fs *flag.FlagSet) runFunc {
 	params := paramsFlag{}
 	fs.StringVar(&tenant, "tenant", "", "tenant id whose records the sink receives, or '*' for all tenants (required)")
 	fs.StringVar(&typ, "type", "", "sink type: http, file, stdout or stream (required)")
-	fs.Var(params, "param", "sink parameter key=value; repeat for several (http: url=..., file: path=...)")
+	fs.Var(params, "param", "sink parameter key=value; repeat for several (http: url=..., file: dir=...)")
 	return func(ctx context.Context, a *app, args []string) error {
 		id := args[0]
 		if err := control.ValidSinkID(id); err != nil {
