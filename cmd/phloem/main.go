@@ -1,0 +1,264 @@
+// Command phloem runs the phloem consumer tier: one consumer-group member over every
+// tenant topic, delivering records to the sinks configured on the control topic.
+//
+// It serves the stream sink's subscribers on --listen (data) and /metrics, /healthz
+// and /readyz on --admin-listen. Without --brokers it starts the embedded broker
+// (persisting to --data-dir when given). Every flag has a PHLOEM_* environment
+// fallback; run "phloem --help".
+//
+// main is wiring only: flags, then the components, run so that the first failure
+// stops the rest. Shutdown order: the consumer stops first (drain, final commit,
+// leave the group), then the watcher, the admin listener and the embedded broker.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
+
+	"phloem/internal/admin"
+	"phloem/phloem/consumer"
+	"phloem/phloem/control"
+	"phloem/phloem/embedded"
+	"phloem/phloem/kafkaconf"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// options are the command line, after env fallbacks.
+type options struct {
+	kafka        kafkaconf.Config
+	consumer     consumer.Config
+	listen       string
+	adminListen  string
+	controlTopic string
+	dataDir      string
+	embeddedAddr string
+	logLevel     string
+	logFormat    string
+	pprof        bool
+}
+
+// env returns the value of PHLOEM_<name> or def.
+func env(name, def string) string {
+	if v, ok := os.LookupEnv("PHLOEM_" + name); ok {
+		return v
+	}
+	return def
+}
+
+// envErrs collects environment values that do not parse, reported after flags.
+type envErrs []error
+
+func (e *envErrs) duration(name string, def time.Duration) time.Duration {
+	s, ok := os.LookupEnv("PHLOEM_" + name)
+	if !ok {
+		return def
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		*e = append(*e, fmt.Errorf("PHLOEM_%s=%q: %w", name, s, err))
+		return def
+	}
+	return d
+}
+
+func (e *envErrs) int(name string, def int64) int64 {
+	s, ok := os.LookupEnv("PHLOEM_" + name)
+	if !ok {
+		return def
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		*e = append(*e, fmt.Errorf("PHLOEM_%s=%q: %w", name, s, err))
+		return def
+	}
+	return v
+}
+
+func parse(args []string, stderr io.Writer) (*options, error) {
+	o := &options{kafka: kafkaconf.DefaultConfig(), consumer: consumer.DefaultConfig()}
+	fs := flag.NewFlagSet("phloem", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: phloem [flags]\n\nConsumes every tenant topic in one consumer group and delivers to the sinks of the control topic.\nEvery flag falls back to the PHLOEM_* environment variable named in its help.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	var ee envErrs
+	c := &o.consumer
+	o.kafka.RegisterFlags(fs)
+	fs.StringVar(&o.listen, "listen", env("LISTEN", "127.0.0.1:8090"), "data listener: GET /v1/stream for stream sinks (PHLOEM_LISTEN)")
+	fs.StringVar(&o.adminListen, "admin-listen", env("ADMIN_LISTEN", "127.0.0.1:9091"), "admin listener: /metrics /healthz /readyz (PHLOEM_ADMIN_LISTEN)")
+	fs.BoolVar(&o.pprof, "pprof", env("PPROF", "") == "true", "serve /debug/pprof on the admin listener (PHLOEM_PPROF=true)")
+	fs.StringVar(&c.Group, "group", env("GROUP", c.Group), "consumer group id (PHLOEM_GROUP)")
+	fs.StringVar(&c.Topics.Template, "topic-template", env("TOPIC_TEMPLATE", c.Topics.Template), "tenant topic name template (PHLOEM_TOPIC_TEMPLATE)")
+	fs.StringVar(&o.controlTopic, "control-topic", env("CONTROL_TOPIC", control.DefaultTopic), "control topic (PHLOEM_CONTROL_TOPIC)")
+	fs.StringVar(&o.dataDir, "data-dir", env("DATA_DIR", ""), "embedded broker's data directory when --brokers is empty; empty keeps data in memory (PHLOEM_DATA_DIR)")
+	fs.StringVar(&o.embeddedAddr, "embedded-addr", env("EMBEDDED_ADDR", "127.0.0.1:9092"), "embedded broker's loopback listen address (PHLOEM_EMBEDDED_ADDR)")
+	fs.DurationVar(&c.CommitInterval, "commit-interval", ee.duration("COMMIT_INTERVAL", c.CommitInterval), "how often acknowledged offsets are committed; bounds duplicates after a crash (PHLOEM_COMMIT_INTERVAL)")
+	fs.DurationVar(&c.SessionTimeout, "session-timeout", ee.duration("SESSION_TIMEOUT", c.SessionTimeout), "group session timeout: how long a dead member keeps its partitions (PHLOEM_SESSION_TIMEOUT)")
+	fs.DurationVar(&c.MetadataMaxAge, "metadata-max-age", ee.duration("METADATA_MAX_AGE", c.MetadataMaxAge), "metadata refresh interval: how soon a new tenant topic is consumed (PHLOEM_METADATA_MAX_AGE)")
+	fs.IntVar(&c.SinkQueueRecords, "sink-queue-records", int(ee.int("SINK_QUEUE_RECORDS", int64(c.SinkQueueRecords))), "per-sink queue bound in records; a full queue pauses its partitions (PHLOEM_SINK_QUEUE_RECORDS)")
+	fs.Int64Var(&c.SinkQueueBytes, "sink-queue-bytes", ee.int("SINK_QUEUE_BYTES", c.SinkQueueBytes), "per-sink queue bound in bytes (PHLOEM_SINK_QUEUE_BYTES)")
+	fs.IntVar(&c.MaxPollRecords, "max-poll-records", int(ee.int("MAX_POLL_RECORDS", int64(c.MaxPollRecords))), "records per poll (PHLOEM_MAX_POLL_RECORDS)")
+	fetchMax := fs.Int64("fetch-max-bytes", ee.int("FETCH_MAX_BYTES", int64(c.FetchMaxBytes)), "franz-go fetch buffer bound in bytes (PHLOEM_FETCH_MAX_BYTES)")
+	fs.IntVar(&c.SinkBatchRecords, "sink-batch-records", int(ee.int("SINK_BATCH_RECORDS", int64(c.SinkBatchRecords))), "records per sink delivery (PHLOEM_SINK_BATCH_RECORDS)")
+	fs.DurationVar(&c.HTTPTimeout, "http-sink-timeout", ee.duration("HTTP_SINK_TIMEOUT", c.HTTPTimeout), "default per-request timeout of http sinks (PHLOEM_HTTP_SINK_TIMEOUT)")
+	fs.DurationVar(&c.SinkDrainTimeout, "sink-drain-timeout", ee.duration("SINK_DRAIN_TIMEOUT", c.SinkDrainTimeout), "how long a removed sink may drain its queue (PHLOEM_SINK_DRAIN_TIMEOUT)")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", ee.duration("SHUTDOWN_TIMEOUT", c.ShutdownTimeout), "how long sinks drain at shutdown before the final commit (PHLOEM_SHUTDOWN_TIMEOUT)")
+	fs.StringVar(&o.logLevel, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (PHLOEM_LOG_LEVEL)")
+	fs.StringVar(&o.logFormat, "log-format", env("LOG_FORMAT", "text"), "text or json (PHLOEM_LOG_FORMAT)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *fetchMax < 1 || *fetchMax > 1<<31-1 {
+		ee = append(ee, fmt.Errorf("--fetch-max-bytes %d must be in [1, 2^31)", *fetchMax))
+	}
+	c.FetchMaxBytes = int32(*fetchMax)
+	c.FetchMaxPartitionBytes = min(c.FetchMaxPartitionBytes, c.FetchMaxBytes)
+	if err := o.kafka.Validate(); err != nil {
+		ee = append(ee, err)
+	}
+	// Check the consumer settings now (with a stand-in broker list, which the
+	// embedded broker or --brokers provides later) so that a bad flag exits 2.
+	check := *c
+	check.KafkaOpts = []kgo.Opt{kgo.SeedBrokers("127.0.0.1:9092")}
+	if err := check.Validate(); err != nil {
+		ee = append(ee, err)
+	}
+	return o, errors.Join(ee...)
+}
+
+func newLogger(o *options, w io.Writer) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", o.logLevel, err)
+	}
+	hopts := &slog.HandlerOptions{Level: lvl}
+	switch strings.ToLower(o.logFormat) {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, hopts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, hopts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: use text or json", o.logFormat)
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) int {
+	o, err := parse(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "phloem: %v\n", err)
+		return 2
+	}
+	logger, err := newLogger(o, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "phloem: %v\n", err)
+		return 2
+	}
+	if err := serve(ctx, o, logger); err != nil {
+		logger.Error("phloem stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func serve(ctx context.Context, o *options, logger *slog.Logger) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	// Infrastructure (broker, watcher, admin) outlives the consumer, so that the
+	// consumer's final commit still has a broker; appCtx stops the consumer when
+	// either the process is told to stop or a piece of infrastructure fails.
+	appCtx, cancelApp := context.WithCancel(ctx)
+	defer cancelApp()
+	infraCtx, cancelInfra := context.WithCancel(context.Background())
+	defer cancelInfra()
+	var infra errgroup.Group
+	goInfra := func(name string, fn func(context.Context) error) {
+		infra.Go(func() error {
+			err := fn(infraCtx)
+			if err != nil {
+				cancelApp()
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			return nil
+		})
+	}
+	defer func() { cancelInfra(); _ = infra.Wait() }()
+
+	opts, err := o.kafka.Opts()
+	if err != nil {
+		return err
+	}
+	if len(o.kafka.Brokers) == 0 {
+		bcfg := embedded.DefaultConfig()
+		bcfg.Addr, bcfg.DataDir = o.embeddedAddr, o.dataDir
+		broker, err := embedded.Start(bcfg, logger.With("component", "embedded"))
+		if err != nil {
+			return fmt.Errorf("cannot start the embedded broker (no --brokers given): %w", err)
+		}
+		logger.Info("embedded broker started", "addrs", broker.Addrs(), "data_dir", o.dataDir)
+		goInfra("embedded broker", broker.Run)
+		opts = append(opts, kgo.SeedBrokers(broker.Addrs()...))
+	}
+
+	wcfg := control.DefaultWatcherConfig()
+	wcfg.Topic, wcfg.KafkaOpts = o.controlTopic, opts
+	watcher, err := control.NewWatcher(wcfg, logger.With("component", "control"), reg)
+	if err != nil {
+		return fmt.Errorf("cannot build the control watcher: %w", err)
+	}
+	goInfra("control watcher", watcher.Run)
+
+	o.consumer.KafkaOpts = opts
+	c, err := consumer.New(o.consumer, watcher, logger, reg)
+	if err != nil {
+		return err
+	}
+
+	acfg := admin.DefaultConfig()
+	acfg.Addr, acfg.EnablePprof = o.adminListen, o.pprof
+	adm := admin.New(acfg, logger.With("component", "admin"), reg)
+	adm.AddReadyCheck("consumer", c.Ready)
+	adminLn, err := net.Listen("tcp", o.adminListen)
+	if err != nil {
+		return fmt.Errorf("cannot listen on --admin-listen %s: %w", o.adminListen, err)
+	}
+	dataLn, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return errors.Join(fmt.Errorf("cannot listen on --listen %s: %w", o.listen, err), adminLn.Close())
+	}
+	logger.Info("phloem listening", "data", dataLn.Addr().String(), "admin", adminLn.Addr().String(),
+		"group", o.consumer.Group, "topic_regexp", o.consumer.Topics.Regexp())
+	goInfra("admin listener", func(ctx context.Context) error { return adm.Run(ctx, adminLn) })
+
+	runErr := c.Run(appCtx, dataLn)
+	cancelInfra()
+	return errors.Join(runErr, infra.Wait())
+}
