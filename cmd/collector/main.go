@@ -21,10 +21,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -33,6 +31,8 @@ import (
 
 	"phloem/collector"
 	"phloem/internal/admin"
+	"phloem/internal/envflag"
+	"phloem/internal/logx"
 	"phloem/phloem/control"
 	"phloem/phloem/embedded"
 	"phloem/phloem/kafkaconf"
@@ -63,56 +63,6 @@ type options struct {
 	pprof        bool
 }
 
-// env returns the value of PHLOEM_<name> or def.
-func env(name, def string) string {
-	if v, ok := os.LookupEnv("PHLOEM_" + name); ok {
-		return v
-	}
-	return def
-}
-
-// envErrs collects environment values that do not parse, reported after flags.
-type envErrs []error
-
-func (e *envErrs) duration(name string, def time.Duration) time.Duration {
-	s, ok := os.LookupEnv("PHLOEM_" + name)
-	if !ok {
-		return def
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		*e = append(*e, fmt.Errorf("PHLOEM_%s=%q: %w", name, s, err))
-		return def
-	}
-	return d
-}
-
-func (e *envErrs) int(name string, def int64) int64 {
-	s, ok := os.LookupEnv("PHLOEM_" + name)
-	if !ok {
-		return def
-	}
-	v, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		*e = append(*e, fmt.Errorf("PHLOEM_%s=%q: %w", name, s, err))
-		return def
-	}
-	return v
-}
-
-func (e *envErrs) bool(name string, def bool) bool {
-	s, ok := os.LookupEnv("PHLOEM_" + name)
-	if !ok {
-		return def
-	}
-	v, err := strconv.ParseBool(s)
-	if err != nil {
-		*e = append(*e, fmt.Errorf("PHLOEM_%s=%q: %w", name, s, err))
-		return def
-	}
-	return v
-}
-
 func parse(args []string, stderr io.Writer) (*options, error) {
 	o := &options{kafka: kafkaconf.DefaultConfig(), collector: collector.DefaultConfig()}
 	c := &o.collector
@@ -135,44 +85,44 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	var ee envErrs
+	var ee envflag.Errors
 	o.kafka.RegisterFlags(fs)
-	fs.StringVar(&o.listen, "listen", env("LISTEN", "127.0.0.1:8080"), "data listener for meters and taps, host:port; use :8080 to accept remote meters (then set --tls-cert/--tls-key) (PHLOEM_LISTEN)")
-	fs.StringVar(&o.adminListen, "admin-listen", env("ADMIN_LISTEN", "127.0.0.1:9090"), "admin listener: /metrics /healthz /readyz [/debug/pprof] (PHLOEM_ADMIN_LISTEN)")
-	fs.BoolVar(&o.pprof, "pprof", ee.bool("PPROF", false), "serve /debug/pprof on the admin listener (PHLOEM_PPROF)")
-	fs.StringVar(&c.TLSCertFile, "tls-cert", env("TLS_CERT", ""), "PEM certificate of the data listener; empty: plain HTTP. Reloaded on SIGHUP (PHLOEM_TLS_CERT)")
-	fs.StringVar(&c.TLSKeyFile, "tls-key", env("TLS_KEY", ""), "PEM private key of --tls-cert (PHLOEM_TLS_KEY)")
-	fs.StringVar(&c.CollectorID, "collector-id", env("COLLECTOR_ID", c.CollectorID), "this collector's name in Kafka record headers and logs; default the host name (PHLOEM_COLLECTOR_ID)")
-	fs.StringVar(&o.controlTopic, "control-topic", env("CONTROL_TOPIC", control.DefaultTopic), "control topic with tenants and tokens (PHLOEM_CONTROL_TOPIC)")
-	fs.StringVar(&c.Topics.Template, "topic-template", env("TOPIC_TEMPLATE", c.Topics.Template), "tenant topic name template, used when a tenant record names no topic (PHLOEM_TOPIC_TEMPLATE)")
-	fs.BoolVar(&c.EnsureTopics, "ensure-topics", ee.bool("ENSURE_TOPICS", c.EnsureTopics), "create a tenant's topic on its first batch if it is missing (PHLOEM_ENSURE_TOPICS)")
-	fs.StringVar(&o.dataDir, "data-dir", env("DATA_DIR", ""), "embedded broker's data directory when --brokers is empty; empty keeps data in memory only (PHLOEM_DATA_DIR)")
-	fs.StringVar(&o.embeddedAddr, "embedded-addr", env("EMBEDDED_ADDR", "127.0.0.1:9092"), "embedded broker's loopback listen address when --brokers is empty (PHLOEM_EMBEDDED_ADDR)")
+	fs.StringVar(&o.listen, "listen", envflag.String("LISTEN", "127.0.0.1:8080"), "data listener for meters and taps, host:port; use :8080 to accept remote meters (then set --tls-cert/--tls-key) (PHLOEM_LISTEN)")
+	fs.StringVar(&o.adminListen, "admin-listen", envflag.String("ADMIN_LISTEN", "127.0.0.1:9090"), "admin listener: /metrics /healthz /readyz [/debug/pprof] (PHLOEM_ADMIN_LISTEN)")
+	fs.BoolVar(&o.pprof, "pprof", ee.Bool("PPROF", false), "serve /debug/pprof on the admin listener (PHLOEM_PPROF)")
+	fs.StringVar(&c.TLSCertFile, "tls-cert", envflag.String("TLS_CERT", ""), "PEM certificate of the data listener; empty: plain HTTP. Reloaded on SIGHUP (PHLOEM_TLS_CERT)")
+	fs.StringVar(&c.TLSKeyFile, "tls-key", envflag.String("TLS_KEY", ""), "PEM private key of --tls-cert (PHLOEM_TLS_KEY)")
+	fs.StringVar(&c.CollectorID, "collector-id", envflag.String("COLLECTOR_ID", c.CollectorID), "this collector's name in Kafka record headers and logs; default the host name (PHLOEM_COLLECTOR_ID)")
+	fs.StringVar(&o.controlTopic, "control-topic", envflag.String("CONTROL_TOPIC", control.DefaultTopic), "control topic with tenants and tokens (PHLOEM_CONTROL_TOPIC)")
+	fs.StringVar(&c.Topics.Template, "topic-template", envflag.String("TOPIC_TEMPLATE", c.Topics.Template), "tenant topic name template, used when a tenant record names no topic (PHLOEM_TOPIC_TEMPLATE)")
+	fs.BoolVar(&c.EnsureTopics, "ensure-topics", ee.Bool("ENSURE_TOPICS", c.EnsureTopics), "create a tenant's topic on its first batch if it is missing (PHLOEM_ENSURE_TOPICS)")
+	fs.StringVar(&o.dataDir, "data-dir", envflag.String("DATA_DIR", ""), "embedded broker's data directory when --brokers is empty; empty keeps data in memory only (PHLOEM_DATA_DIR)")
+	fs.StringVar(&o.embeddedAddr, "embedded-addr", envflag.String("EMBEDDED_ADDR", "127.0.0.1:9092"), "embedded broker's loopback listen address when --brokers is empty (PHLOEM_EMBEDDED_ADDR)")
 
-	fs.DurationVar(&c.IngestTimeout, "ingest-timeout", ee.duration("INGEST_TIMEOUT", c.IngestTimeout), "server deadline of one ingest request (body, Kafka ack); must stay below the meter's 30s client timeout; past it the answer is 503 (PHLOEM_INGEST_TIMEOUT)")
-	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", ee.duration("READ_HEADER_TIMEOUT", c.ReadHeaderTimeout), "time allowed to send request headers; slower clients are cut off (PHLOEM_READ_HEADER_TIMEOUT)")
-	fs.DurationVar(&c.ReadTimeout, "read-timeout", ee.duration("READ_TIMEOUT", c.ReadTimeout), "time allowed to read a whole request (PHLOEM_READ_TIMEOUT)")
-	fs.DurationVar(&c.IdleTimeout, "idle-timeout", ee.duration("IDLE_TIMEOUT", c.IdleTimeout), "keep-alive connections idle longer are closed (PHLOEM_IDLE_TIMEOUT)")
-	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", ee.duration("SHUTDOWN_GRACE", c.ShutdownGrace), "how long in-flight requests may finish at shutdown (PHLOEM_SHUTDOWN_GRACE)")
-	fs.DurationVar(&c.FlushTimeout, "flush-timeout", ee.duration("FLUSH_TIMEOUT", c.FlushTimeout), "how long the final producer flush may take at shutdown (PHLOEM_FLUSH_TIMEOUT)")
-	fs.IntVar(&c.MaxInflightRequests, "max-inflight-requests", int(ee.int("MAX_INFLIGHT_REQUESTS", int64(c.MaxInflightRequests))), "concurrent ingest requests; beyond: 503 + Retry-After (PHLOEM_MAX_INFLIGHT_REQUESTS)")
-	fs.Int64Var(&c.MaxInflightBytes, "max-inflight-bytes", ee.int("MAX_INFLIGHT_BYTES", c.MaxInflightBytes), "body memory of in-flight requests; beyond: 503 + Retry-After (PHLOEM_MAX_INFLIGHT_BYTES)")
-	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", ee.int("MAX_BODY_BYTES", c.MaxBodyBytes), "largest raw (compressed) request body; 0: --max-batch-bytes; beyond: 413 (PHLOEM_MAX_BODY_BYTES)")
-	fs.IntVar(&c.Limits.MaxBatchBytes, "max-batch-bytes", int(ee.int("MAX_BATCH_BYTES", int64(c.Limits.MaxBatchBytes))), "largest decoded (decompressed) batch; beyond: 413 (PHLOEM_MAX_BATCH_BYTES)")
-	fs.IntVar(&c.Limits.MaxRecords, "max-records", int(ee.int("MAX_RECORDS", int64(c.Limits.MaxRecords))), "most records per batch; beyond: 413 (PHLOEM_MAX_RECORDS)")
-	fs.IntVar(&c.Limits.MaxRecordBytes, "max-record-bytes", int(ee.int("MAX_RECORD_BYTES", int64(c.Limits.MaxRecordBytes))), "largest record payload; beyond: 413 (PHLOEM_MAX_RECORD_BYTES)")
-	fs.DurationVar(&c.MaxRetryAfter, "max-retry-after", ee.duration("MAX_RETRY_AFTER", c.MaxRetryAfter), "cap of the Retry-After of 429 and 503 answers (PHLOEM_MAX_RETRY_AFTER)")
-	fs.StringVar(&o.blocked, "blocked-meters", env("BLOCKED_METERS", ""), "comma-separated meter ids refused with 403 (PHLOEM_BLOCKED_METERS)")
-	fs.IntVar(&c.TapBuffer, "tap-buffer", int(ee.int("TAP_BUFFER", int64(c.TapBuffer))), "records queued per live tap; a slower tap loses its oldest (PHLOEM_TAP_BUFFER)")
-	fs.IntVar(&c.MaxTaps, "max-taps", int(ee.int("MAX_TAPS", int64(c.MaxTaps))), "concurrent live taps; beyond: 503 (PHLOEM_MAX_TAPS)")
-	fs.DurationVar(&c.TapWriteTimeout, "tap-write-timeout", ee.duration("TAP_WRITE_TIMEOUT", c.TapWriteTimeout), "a tap that cannot take a write within this is disconnected (PHLOEM_TAP_WRITE_TIMEOUT)")
-	fs.IntVar(&c.MaxTenantLabels, "max-tenant-labels", int(ee.int("MAX_TENANT_LABELS", int64(c.MaxTenantLabels))), "distinct tenant label values in metrics; later tenants count as tenant=\"other\" (PHLOEM_MAX_TENANT_LABELS)")
-	fs.StringVar(&c.Compression, "kafka-compression", env("KAFKA_COMPRESSION", c.Compression), "Kafka batch compression: lz4, zstd, snappy, gzip or none (PHLOEM_KAFKA_COMPRESSION)")
-	fs.DurationVar(&c.ProducerLinger, "kafka-linger", ee.duration("KAFKA_LINGER", c.ProducerLinger), "how long a Kafka partition batch waits for more records (PHLOEM_KAFKA_LINGER)")
-	fs.IntVar(&c.MaxBufferedRecords, "kafka-max-buffered-records", int(ee.int("KAFKA_MAX_BUFFERED_RECORDS", int64(c.MaxBufferedRecords))), "producer buffer bound in records; when full, requests wait until their deadline, then 503 (PHLOEM_KAFKA_MAX_BUFFERED_RECORDS)")
-	fs.IntVar(&c.MaxBufferedBytes, "kafka-max-buffered-bytes", int(ee.int("KAFKA_MAX_BUFFERED_BYTES", int64(c.MaxBufferedBytes))), "producer buffer bound in bytes (PHLOEM_KAFKA_MAX_BUFFERED_BYTES)")
-	fs.StringVar(&o.logLevel, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (PHLOEM_LOG_LEVEL)")
-	fs.StringVar(&o.logFormat, "log-format", env("LOG_FORMAT", "text"), "text or json (PHLOEM_LOG_FORMAT)")
+	fs.DurationVar(&c.IngestTimeout, "ingest-timeout", ee.Duration("INGEST_TIMEOUT", c.IngestTimeout), "server deadline of one ingest request (body, Kafka ack); must stay below the meter's 30s client timeout; past it the answer is 503 (PHLOEM_INGEST_TIMEOUT)")
+	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", ee.Duration("READ_HEADER_TIMEOUT", c.ReadHeaderTimeout), "time allowed to send request headers; slower clients are cut off (PHLOEM_READ_HEADER_TIMEOUT)")
+	fs.DurationVar(&c.ReadTimeout, "read-timeout", ee.Duration("READ_TIMEOUT", c.ReadTimeout), "time allowed to read a whole request (PHLOEM_READ_TIMEOUT)")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", ee.Duration("IDLE_TIMEOUT", c.IdleTimeout), "keep-alive connections idle longer are closed (PHLOEM_IDLE_TIMEOUT)")
+	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", ee.Duration("SHUTDOWN_GRACE", c.ShutdownGrace), "how long in-flight requests may finish at shutdown (PHLOEM_SHUTDOWN_GRACE)")
+	fs.DurationVar(&c.FlushTimeout, "flush-timeout", ee.Duration("FLUSH_TIMEOUT", c.FlushTimeout), "how long the final producer flush may take at shutdown (PHLOEM_FLUSH_TIMEOUT)")
+	fs.IntVar(&c.MaxInflightRequests, "max-inflight-requests", int(ee.Int("MAX_INFLIGHT_REQUESTS", int64(c.MaxInflightRequests))), "concurrent ingest requests; beyond: 503 + Retry-After (PHLOEM_MAX_INFLIGHT_REQUESTS)")
+	fs.Int64Var(&c.MaxInflightBytes, "max-inflight-bytes", ee.Int("MAX_INFLIGHT_BYTES", c.MaxInflightBytes), "body memory of in-flight requests; beyond: 503 + Retry-After (PHLOEM_MAX_INFLIGHT_BYTES)")
+	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", ee.Int("MAX_BODY_BYTES", c.MaxBodyBytes), "largest raw (compressed) request body; 0: --max-batch-bytes; beyond: 413 (PHLOEM_MAX_BODY_BYTES)")
+	fs.IntVar(&c.Limits.MaxBatchBytes, "max-batch-bytes", int(ee.Int("MAX_BATCH_BYTES", int64(c.Limits.MaxBatchBytes))), "largest decoded (decompressed) batch; beyond: 413 (PHLOEM_MAX_BATCH_BYTES)")
+	fs.IntVar(&c.Limits.MaxRecords, "max-records", int(ee.Int("MAX_RECORDS", int64(c.Limits.MaxRecords))), "most records per batch; beyond: 413 (PHLOEM_MAX_RECORDS)")
+	fs.IntVar(&c.Limits.MaxRecordBytes, "max-record-bytes", int(ee.Int("MAX_RECORD_BYTES", int64(c.Limits.MaxRecordBytes))), "largest record payload; beyond: 413 (PHLOEM_MAX_RECORD_BYTES)")
+	fs.DurationVar(&c.MaxRetryAfter, "max-retry-after", ee.Duration("MAX_RETRY_AFTER", c.MaxRetryAfter), "cap of the Retry-After of 429 and 503 answers (PHLOEM_MAX_RETRY_AFTER)")
+	fs.StringVar(&o.blocked, "blocked-meters", envflag.String("BLOCKED_METERS", ""), "comma-separated meter ids refused with 403 (PHLOEM_BLOCKED_METERS)")
+	fs.IntVar(&c.TapBuffer, "tap-buffer", int(ee.Int("TAP_BUFFER", int64(c.TapBuffer))), "records queued per live tap; a slower tap loses its oldest (PHLOEM_TAP_BUFFER)")
+	fs.IntVar(&c.MaxTaps, "max-taps", int(ee.Int("MAX_TAPS", int64(c.MaxTaps))), "concurrent live taps; beyond: 503 (PHLOEM_MAX_TAPS)")
+	fs.DurationVar(&c.TapWriteTimeout, "tap-write-timeout", ee.Duration("TAP_WRITE_TIMEOUT", c.TapWriteTimeout), "a tap that cannot take a write within this is disconnected (PHLOEM_TAP_WRITE_TIMEOUT)")
+	fs.IntVar(&c.MaxTenantLabels, "max-tenant-labels", int(ee.Int("MAX_TENANT_LABELS", int64(c.MaxTenantLabels))), "distinct tenant label values in metrics; later tenants count as tenant=\"other\" (PHLOEM_MAX_TENANT_LABELS)")
+	fs.StringVar(&c.Compression, "kafka-compression", envflag.String("KAFKA_COMPRESSION", c.Compression), "Kafka batch compression: lz4, zstd, snappy, gzip or none (PHLOEM_KAFKA_COMPRESSION)")
+	fs.DurationVar(&c.ProducerLinger, "kafka-linger", ee.Duration("KAFKA_LINGER", c.ProducerLinger), "how long a Kafka partition batch waits for more records (PHLOEM_KAFKA_LINGER)")
+	fs.IntVar(&c.MaxBufferedRecords, "kafka-max-buffered-records", int(ee.Int("KAFKA_MAX_BUFFERED_RECORDS", int64(c.MaxBufferedRecords))), "producer buffer bound in records; when full, requests wait until their deadline, then 503 (PHLOEM_KAFKA_MAX_BUFFERED_RECORDS)")
+	fs.IntVar(&c.MaxBufferedBytes, "kafka-max-buffered-bytes", int(ee.Int("KAFKA_MAX_BUFFERED_BYTES", int64(c.MaxBufferedBytes))), "producer buffer bound in bytes (PHLOEM_KAFKA_MAX_BUFFERED_BYTES)")
+	fs.StringVar(&o.logLevel, "log-level", envflag.String("LOG_LEVEL", "info"), "debug, info, warn or error (PHLOEM_LOG_LEVEL)")
+	fs.StringVar(&o.logFormat, "log-format", envflag.String("LOG_FORMAT", "text"), "text or json (PHLOEM_LOG_FORMAT)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -197,21 +147,6 @@ Flags:
 	return o, errors.Join(ee...)
 }
 
-func newLogger(o *options, w io.Writer) (*slog.Logger, error) {
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: %w", o.logLevel, err)
-	}
-	hopts := &slog.HandlerOptions{Level: lvl}
-	switch strings.ToLower(o.logFormat) {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, hopts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, hopts)), nil
-	}
-	return nil, fmt.Errorf("--log-format %q: use text or json", o.logFormat)
-}
-
 func run(ctx context.Context, args []string, stderr io.Writer, hup <-chan os.Signal) int {
 	o, err := parse(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -221,7 +156,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, hup <-chan os.Sig
 		fmt.Fprintf(stderr, "collector: %v\n", err)
 		return 2
 	}
-	logger, err := newLogger(o, stderr)
+	logger, err := logx.New(o.logLevel, o.logFormat, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "collector: %v\n", err)
 		return 2

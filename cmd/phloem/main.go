@@ -21,10 +21,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strconv"
-	"strings"
 	"syscall"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -32,6 +29,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"phloem/internal/admin"
+	"phloem/internal/envflag"
+	"phloem/internal/logx"
 	"phloem/phloem/consumer"
 	"phloem/phloem/control"
 	"phloem/phloem/embedded"
@@ -59,43 +58,6 @@ type options struct {
 	pprof        bool
 }
 
-// env returns the value of PHLOEM_<name> or def.
-func env(name, def string) string {
-	if v, ok := os.LookupEnv("PHLOEM_" + name); ok {
-		return v
-	}
-	return def
-}
-
-// envErrs collects environment values that do not parse, reported after flags.
-type envErrs []error
-
-func (e *envErrs) duration(name string, def time.Duration) time.Duration {
-	s, ok := os.LookupEnv("PHLOEM_" + name)
-	if !ok {
-		return def
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		*e = append(*e, fmt.Errorf("PHLOEM_%s=%q: %w", name, s, err))
-		return def
-	}
-	return d
-}
-
-func (e *envErrs) int(name string, def int64) int64 {
-	s, ok := os.LookupEnv("PHLOEM_" + name)
-	if !ok {
-		return def
-	}
-	v, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		*e = append(*e, fmt.Errorf("PHLOEM_%s=%q: %w", name, s, err))
-		return def
-	}
-	return v
-}
-
 func parse(args []string, stderr io.Writer) (*options, error) {
 	o := &options{kafka: kafkaconf.DefaultConfig(), consumer: consumer.DefaultConfig()}
 	fs := flag.NewFlagSet("phloem", flag.ContinueOnError)
@@ -104,30 +66,30 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 		fmt.Fprintf(stderr, "Usage: phloem [flags]\n\nConsumes every tenant topic in one consumer group and delivers to the sinks of the control topic.\nEvery flag falls back to the PHLOEM_* environment variable named in its help.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	var ee envErrs
+	var ee envflag.Errors
 	c := &o.consumer
 	o.kafka.RegisterFlags(fs)
-	fs.StringVar(&o.listen, "listen", env("LISTEN", "127.0.0.1:8090"), "data listener: GET /v1/stream for stream sinks (PHLOEM_LISTEN)")
-	fs.StringVar(&o.adminListen, "admin-listen", env("ADMIN_LISTEN", "127.0.0.1:9091"), "admin listener: /metrics /healthz /readyz (PHLOEM_ADMIN_LISTEN)")
-	fs.BoolVar(&o.pprof, "pprof", env("PPROF", "") == "true", "serve /debug/pprof on the admin listener (PHLOEM_PPROF=true)")
-	fs.StringVar(&c.Group, "group", env("GROUP", c.Group), "consumer group id (PHLOEM_GROUP)")
-	fs.StringVar(&c.Topics.Template, "topic-template", env("TOPIC_TEMPLATE", c.Topics.Template), "tenant topic name template (PHLOEM_TOPIC_TEMPLATE)")
-	fs.StringVar(&o.controlTopic, "control-topic", env("CONTROL_TOPIC", control.DefaultTopic), "control topic (PHLOEM_CONTROL_TOPIC)")
-	fs.StringVar(&o.dataDir, "data-dir", env("DATA_DIR", ""), "embedded broker's data directory when --brokers is empty; empty keeps data in memory (PHLOEM_DATA_DIR)")
-	fs.StringVar(&o.embeddedAddr, "embedded-addr", env("EMBEDDED_ADDR", "127.0.0.1:9092"), "embedded broker's loopback listen address (PHLOEM_EMBEDDED_ADDR)")
-	fs.DurationVar(&c.CommitInterval, "commit-interval", ee.duration("COMMIT_INTERVAL", c.CommitInterval), "how often acknowledged offsets are committed; bounds duplicates after a crash (PHLOEM_COMMIT_INTERVAL)")
-	fs.DurationVar(&c.SessionTimeout, "session-timeout", ee.duration("SESSION_TIMEOUT", c.SessionTimeout), "group session timeout: how long a dead member keeps its partitions (PHLOEM_SESSION_TIMEOUT)")
-	fs.DurationVar(&c.MetadataMaxAge, "metadata-max-age", ee.duration("METADATA_MAX_AGE", c.MetadataMaxAge), "metadata refresh interval: how soon a new tenant topic is consumed (PHLOEM_METADATA_MAX_AGE)")
-	fs.IntVar(&c.SinkQueueRecords, "sink-queue-records", int(ee.int("SINK_QUEUE_RECORDS", int64(c.SinkQueueRecords))), "per-sink queue bound in records; a full queue pauses its partitions (PHLOEM_SINK_QUEUE_RECORDS)")
-	fs.Int64Var(&c.SinkQueueBytes, "sink-queue-bytes", ee.int("SINK_QUEUE_BYTES", c.SinkQueueBytes), "per-sink queue bound in bytes (PHLOEM_SINK_QUEUE_BYTES)")
-	fs.IntVar(&c.MaxPollRecords, "max-poll-records", int(ee.int("MAX_POLL_RECORDS", int64(c.MaxPollRecords))), "records per poll (PHLOEM_MAX_POLL_RECORDS)")
-	fetchMax := fs.Int64("fetch-max-bytes", ee.int("FETCH_MAX_BYTES", int64(c.FetchMaxBytes)), "franz-go fetch buffer bound in bytes (PHLOEM_FETCH_MAX_BYTES)")
-	fs.IntVar(&c.SinkBatchRecords, "sink-batch-records", int(ee.int("SINK_BATCH_RECORDS", int64(c.SinkBatchRecords))), "records per sink delivery (PHLOEM_SINK_BATCH_RECORDS)")
-	fs.DurationVar(&c.HTTPTimeout, "http-sink-timeout", ee.duration("HTTP_SINK_TIMEOUT", c.HTTPTimeout), "default per-request timeout of http sinks (PHLOEM_HTTP_SINK_TIMEOUT)")
-	fs.DurationVar(&c.SinkDrainTimeout, "sink-drain-timeout", ee.duration("SINK_DRAIN_TIMEOUT", c.SinkDrainTimeout), "how long a removed sink may drain its queue (PHLOEM_SINK_DRAIN_TIMEOUT)")
-	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", ee.duration("SHUTDOWN_TIMEOUT", c.ShutdownTimeout), "how long sinks drain at shutdown before the final commit (PHLOEM_SHUTDOWN_TIMEOUT)")
-	fs.StringVar(&o.logLevel, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (PHLOEM_LOG_LEVEL)")
-	fs.StringVar(&o.logFormat, "log-format", env("LOG_FORMAT", "text"), "text or json (PHLOEM_LOG_FORMAT)")
+	fs.StringVar(&o.listen, "listen", envflag.String("LISTEN", "127.0.0.1:8090"), "data listener: GET /v1/stream for stream sinks (PHLOEM_LISTEN)")
+	fs.StringVar(&o.adminListen, "admin-listen", envflag.String("ADMIN_LISTEN", "127.0.0.1:9091"), "admin listener: /metrics /healthz /readyz (PHLOEM_ADMIN_LISTEN)")
+	fs.BoolVar(&o.pprof, "pprof", envflag.String("PPROF", "") == "true", "serve /debug/pprof on the admin listener (PHLOEM_PPROF=true)")
+	fs.StringVar(&c.Group, "group", envflag.String("GROUP", c.Group), "consumer group id (PHLOEM_GROUP)")
+	fs.StringVar(&c.Topics.Template, "topic-template", envflag.String("TOPIC_TEMPLATE", c.Topics.Template), "tenant topic name template (PHLOEM_TOPIC_TEMPLATE)")
+	fs.StringVar(&o.controlTopic, "control-topic", envflag.String("CONTROL_TOPIC", control.DefaultTopic), "control topic (PHLOEM_CONTROL_TOPIC)")
+	fs.StringVar(&o.dataDir, "data-dir", envflag.String("DATA_DIR", ""), "embedded broker's data directory when --brokers is empty; empty keeps data in memory (PHLOEM_DATA_DIR)")
+	fs.StringVar(&o.embeddedAddr, "embedded-addr", envflag.String("EMBEDDED_ADDR", "127.0.0.1:9092"), "embedded broker's loopback listen address (PHLOEM_EMBEDDED_ADDR)")
+	fs.DurationVar(&c.CommitInterval, "commit-interval", ee.Duration("COMMIT_INTERVAL", c.CommitInterval), "how often acknowledged offsets are committed; bounds duplicates after a crash (PHLOEM_COMMIT_INTERVAL)")
+	fs.DurationVar(&c.SessionTimeout, "session-timeout", ee.Duration("SESSION_TIMEOUT", c.SessionTimeout), "group session timeout: how long a dead member keeps its partitions (PHLOEM_SESSION_TIMEOUT)")
+	fs.DurationVar(&c.MetadataMaxAge, "metadata-max-age", ee.Duration("METADATA_MAX_AGE", c.MetadataMaxAge), "metadata refresh interval: how soon a new tenant topic is consumed (PHLOEM_METADATA_MAX_AGE)")
+	fs.IntVar(&c.SinkQueueRecords, "sink-queue-records", int(ee.Int("SINK_QUEUE_RECORDS", int64(c.SinkQueueRecords))), "per-sink queue bound in records; a full queue pauses its partitions (PHLOEM_SINK_QUEUE_RECORDS)")
+	fs.Int64Var(&c.SinkQueueBytes, "sink-queue-bytes", ee.Int("SINK_QUEUE_BYTES", c.SinkQueueBytes), "per-sink queue bound in bytes (PHLOEM_SINK_QUEUE_BYTES)")
+	fs.IntVar(&c.MaxPollRecords, "max-poll-records", int(ee.Int("MAX_POLL_RECORDS", int64(c.MaxPollRecords))), "records per poll (PHLOEM_MAX_POLL_RECORDS)")
+	fetchMax := fs.Int64("fetch-max-bytes", ee.Int("FETCH_MAX_BYTES", int64(c.FetchMaxBytes)), "franz-go fetch buffer bound in bytes (PHLOEM_FETCH_MAX_BYTES)")
+	fs.IntVar(&c.SinkBatchRecords, "sink-batch-records", int(ee.Int("SINK_BATCH_RECORDS", int64(c.SinkBatchRecords))), "records per sink delivery (PHLOEM_SINK_BATCH_RECORDS)")
+	fs.DurationVar(&c.HTTPTimeout, "http-sink-timeout", ee.Duration("HTTP_SINK_TIMEOUT", c.HTTPTimeout), "default per-request timeout of http sinks (PHLOEM_HTTP_SINK_TIMEOUT)")
+	fs.DurationVar(&c.SinkDrainTimeout, "sink-drain-timeout", ee.Duration("SINK_DRAIN_TIMEOUT", c.SinkDrainTimeout), "how long a removed sink may drain its queue (PHLOEM_SINK_DRAIN_TIMEOUT)")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", ee.Duration("SHUTDOWN_TIMEOUT", c.ShutdownTimeout), "how long sinks drain at shutdown before the final commit (PHLOEM_SHUTDOWN_TIMEOUT)")
+	fs.StringVar(&o.logLevel, "log-level", envflag.String("LOG_LEVEL", "info"), "debug, info, warn or error (PHLOEM_LOG_LEVEL)")
+	fs.StringVar(&o.logFormat, "log-format", envflag.String("LOG_FORMAT", "text"), "text or json (PHLOEM_LOG_FORMAT)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -152,21 +114,6 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	return o, errors.Join(ee...)
 }
 
-func newLogger(o *options, w io.Writer) (*slog.Logger, error) {
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: %w", o.logLevel, err)
-	}
-	hopts := &slog.HandlerOptions{Level: lvl}
-	switch strings.ToLower(o.logFormat) {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, hopts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, hopts)), nil
-	}
-	return nil, fmt.Errorf("--log-format %q: use text or json", o.logFormat)
-}
-
 func run(ctx context.Context, args []string, stderr io.Writer) int {
 	o, err := parse(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -176,7 +123,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "phloem: %v\n", err)
 		return 2
 	}
-	logger, err := newLogger(o, stderr)
+	logger, err := logx.New(o.logLevel, o.logFormat, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "phloem: %v\n", err)
 		return 2

@@ -35,6 +35,7 @@ import (
 
 	"phloem/collector"
 	"phloem/internal/admin"
+	"phloem/internal/envflag"
 	"phloem/meter"
 	"phloem/meter/hostmetrics"
 	"phloem/ops"
@@ -66,13 +67,6 @@ type options struct {
 	logLevel        string
 }
 
-func env(name, def string) string {
-	if v, ok := os.LookupEnv("PHLOEM_" + name); ok {
-		return v
-	}
-	return def
-}
-
 func parse(args []string, stderr io.Writer) (*options, error) {
 	o := &options{kafka: kafkaconf.DefaultConfig()}
 	fs := flag.NewFlagSet("pipeline", flag.ContinueOnError)
@@ -94,16 +88,16 @@ Flags:
 		fs.PrintDefaults()
 	}
 	o.kafka.RegisterFlags(fs)
-	fs.StringVar(&o.dataDir, "data-dir", env("DATA_DIR", "phloem-data"), "directory for Kafka data (embedded broker), meter spools, sink files and the demo token (PHLOEM_DATA_DIR)")
-	fs.StringVar(&o.embeddedAddr, "embedded-addr", env("EMBEDDED_ADDR", "127.0.0.1:0"), "embedded broker's loopback address when --brokers is empty; port 0 picks a free one (PHLOEM_EMBEDDED_ADDR)")
-	fs.StringVar(&o.listen, "listen", env("LISTEN", "127.0.0.1:8080"), "collector data listener: POST /v1/ingest, GET /v1/tap (PHLOEM_LISTEN)")
-	fs.StringVar(&o.phloemListen, "phloem-listen", env("PHLOEM_LISTEN", "127.0.0.1:8081"), "phloem data listener: GET /v1/stream for stream sinks (PHLOEM_PHLOEM_LISTEN)")
-	fs.StringVar(&o.adminListen, "admin-listen", env("ADMIN_LISTEN", "127.0.0.1:9090"), "admin listener: /status/ page, /metrics, /healthz, /readyz (PHLOEM_ADMIN_LISTEN)")
-	fs.StringVar(&o.tenant, "tenant", env("TENANT", "demo"), "demo tenant id (PHLOEM_TENANT)")
+	fs.StringVar(&o.dataDir, "data-dir", envflag.String("DATA_DIR", "phloem-data"), "directory for Kafka data (embedded broker), meter spools, sink files and the demo token (PHLOEM_DATA_DIR)")
+	fs.StringVar(&o.embeddedAddr, "embedded-addr", envflag.String("EMBEDDED_ADDR", "127.0.0.1:0"), "embedded broker's loopback address when --brokers is empty; port 0 picks a free one (PHLOEM_EMBEDDED_ADDR)")
+	fs.StringVar(&o.listen, "listen", envflag.String("LISTEN", "127.0.0.1:8080"), "collector data listener: POST /v1/ingest, GET /v1/tap (PHLOEM_LISTEN)")
+	fs.StringVar(&o.phloemListen, "phloem-listen", envflag.String("PHLOEM_LISTEN", "127.0.0.1:8081"), "phloem data listener: GET /v1/stream for stream sinks (PHLOEM_PHLOEM_LISTEN)")
+	fs.StringVar(&o.adminListen, "admin-listen", envflag.String("ADMIN_LISTEN", "127.0.0.1:9090"), "admin listener: /status/ page, /metrics, /healthz, /readyz (PHLOEM_ADMIN_LISTEN)")
+	fs.StringVar(&o.tenant, "tenant", envflag.String("TENANT", "demo"), "demo tenant id (PHLOEM_TENANT)")
 	fs.IntVar(&o.meters, "meters", 3, "number of demo meters sending host metrics; 0 sends nothing (then use curl or cmd/meter)")
 	fs.DurationVar(&o.interval, "interval", time.Second, "how often each demo meter samples host metrics")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 5*time.Second, "bound on the whole shutdown after Ctrl-C")
-	fs.StringVar(&o.logLevel, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (PHLOEM_LOG_LEVEL)")
+	fs.StringVar(&o.logLevel, "log-level", envflag.String("LOG_LEVEL", "info"), "debug, info, warn or error (PHLOEM_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

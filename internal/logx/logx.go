@@ -12,7 +12,10 @@ package logx
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 )
@@ -116,4 +119,21 @@ func (t *Throttled) log(level slog.Level, key, msg string, args []any) {
 		args = append(args, slog.Int("suppressed_similar", suppressed))
 	}
 	t.logger.Log(context.Background(), level, msg, args...)
+}
+
+// New returns the process logger the binaries build from their --log-level (debug,
+// info, warn, error) and --log-format (text, json) flags, writing to w.
+func New(level, format string, w io.Writer) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	hopts := &slog.HandlerOptions{Level: lvl}
+	switch strings.ToLower(format) {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, hopts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, hopts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: use text or json", format)
 }
