@@ -193,8 +193,20 @@ func (t *tokens) wait(now time.Time) time.Duration {
 	if t.level > 0 {
 		return 0
 	}
-	return time.Duration((-t.level + 1) / t.rate * float64(time.Second))
+	// A tiny rate (a limit of 0.0001 bytes/s is valid) makes the debt take longer
+	// than a Duration can hold: converting that float would overflow to a
+	// negative wait, which admits the tenant. Cap it; Retry-After is capped
+	// lower anyway (MaxRetryAfter).
+	w := (-t.level + 1) / t.rate * float64(time.Second)
+	if !(w < float64(maxDebtWait)) {
+		return maxDebtWait
+	}
+	return time.Duration(w)
 }
+
+// maxDebtWait bounds tokens.wait, far above any MaxRetryAfter, and far enough
+// below the largest Duration that callers may add jitter to it.
+const maxDebtWait = 24 * time.Hour
 
 func (t *tokens) take(now time.Time, n float64) {
 	if t.rate <= 0 {

@@ -28,6 +28,20 @@ func TestTokenBucketDebt(t *testing.T) {
 	require.Nil(t, a.tenantBucket(control.Tenant{ID: "t"}))
 }
 
+// A tiny but valid limit must keep refusing once in debt: the wait used to
+// overflow time.Duration, come out negative and admit the tenant.
+func TestTokenBucketTinyRateStaysLimited(t *testing.T) {
+	a := newAdmission(DefaultConfig())
+	now := time.Unix(1000, 0)
+	a.now = func() time.Time { return now }
+	b := a.tenantBucket(control.Tenant{ID: "t", Limits: control.Limits{BytesPerSec: 0.0001}})
+	require.Zero(t, b.check(now))
+	b.charge(now, 1, 1<<20)
+	require.Equal(t, maxDebtWait, b.check(now))
+	now = now.Add(time.Hour)
+	require.Equal(t, maxDebtWait, b.check(now), "still in debt an hour later")
+}
+
 func TestTenantLabelCap(t *testing.T) {
 	m := newMetrics(2)
 	a, b, c, d := m.forTenant("a"), m.forTenant("b"), m.forTenant("c"), m.forTenant("d")

@@ -376,3 +376,23 @@ func TestMeterSplitsOn413(t *testing.T) {
 	require.Equal(t, uint64(1), m.Stats().Dropped)
 	require.Equal(t, 1.0, testutil.ToFloat64(m.met.dropped.WithLabelValues(DropTooLarge)))
 }
+
+// TestMeterTooLargeDropLogThrottled: a collector that refuses every record as too
+// large makes the meter drop them one by one without backoff; the drop log must
+// be throttled (one line, not one per record), while the counter counts all.
+func TestMeterTooLargeDropLogThrottled(t *testing.T) {
+	c := newTestCollector(t)
+	c.decide = func(*http.Request) (int, string) { return http.StatusRequestEntityTooLarge, "" }
+	cfg := testConfig(t, c.addr())
+	cfg.LogInterval = time.Hour
+	var logs logBuffer
+	m, err := New(cfg, logs.logger(), nil)
+	require.NoError(t, err)
+	for i := range 20 {
+		require.NoError(t, m.Append(context.Background(), fmt.Appendf(nil, `{"i":%02d}`, i)))
+	}
+	runMeter(t, m)
+	require.Eventually(t, func() bool { return m.Stats().AckedSeq == 20 }, 10*time.Second, 5*time.Millisecond)
+	require.Equal(t, uint64(20), m.Stats().Dropped)
+	require.Equal(t, 1, strings.Count(logs.String(), "too large; dropped it"), logs.String())
+}

@@ -192,8 +192,10 @@ func (s *sender) deliver(ctx context.Context, recs []wire.Record) error {
 				}
 				return s.deliver(ctx, recs[h:])
 			}
+			// Throttled: a collector whose record limit is below every record
+			// drops them one by one, as fast as it answers (no backoff here).
 			s.m.met.addDropped(DropTooLarge, 1)
-			s.m.logger.Error("collector refused a single record as too large; dropped it",
+			s.m.throttle.Error("drop-too-large", "collector refused a single record as too large; dropped it",
 				"collector", target, "seq", last, "bytes", len(recs[0].Payload), "detail", res.detail)
 			s.ack(last)
 			return nil

@@ -364,6 +364,13 @@ func (s *spool) appendMany(ctx context.Context, ts func(i int) int64, payloads [
 	}
 	for i, p := range payloads {
 		need := int64(entryHeaderLen + len(p))
+		if need > s.o.maxBytes {
+			// No amount of waiting or dropping can make room for it.
+			if err := flush(); err != nil {
+				return first, done, err
+			}
+			return first, done, fmt.Errorf("record of %d bytes does not fit in a spool of %d bytes (max spool bytes)", need, s.o.maxBytes)
+		}
 		for {
 			if s.closed {
 				return first, done, ErrClosed
@@ -383,7 +390,24 @@ func (s *spool) appendMany(ctx context.Context, ts func(i int) int64, payloads [
 				}
 				continue
 			}
-			// FullBlock: wait for an acknowledgement to free a segment.
+			// FullBlock: wait for an acknowledgement to free a segment. Only a
+			// sealed segment is ever freed, so when the active one is all the
+			// spool holds, waiting alone would never end (its records may even
+			// be acknowledged already): seal it first, so that acknowledging its
+			// records frees it. A record that does not fit an empty spool can
+			// never be written.
+			if len(s.segs) == 1 {
+				if s.segs[0].size == 0 {
+					return first, done, fmt.Errorf("record of %d bytes does not fit in an empty spool of %d bytes (max spool bytes)", need, s.o.maxBytes)
+				}
+				if err := s.rollLocked(); err != nil {
+					return first, done, err
+				}
+				if err := s.removeAckedLocked(); err != nil {
+					return first, done, err
+				}
+				continue
+			}
 			ch := s.freed
 			s.mu.Unlock()
 			select {
@@ -634,6 +658,11 @@ func (s *spool) ack(seq uint64) error {
 	if err := s.writeAckLocked(); err != nil {
 		return err
 	}
+	return s.removeAckedLocked()
+}
+
+// removeAckedLocked deletes the sealed segments the acknowledged cursor covers.
+func (s *spool) removeAckedLocked() error {
 	for len(s.segs) > 1 && s.segs[0].lastSeq <= s.acked && s.segs[1].first-1 <= s.acked {
 		if err := s.removeSegmentLocked(0); err != nil {
 			return err

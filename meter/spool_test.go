@@ -155,6 +155,31 @@ func TestSpoolFullBlock(t *testing.T) {
 	}
 }
 
+// When the active segment is all the spool holds, nothing can free it but a roll:
+// an append that does not fit must seal it rather than wait for an
+// acknowledgement that has already happened (this used to block forever).
+func TestSpoolFullBlockOnlyActiveSegment(t *testing.T) {
+	o := testSpoolOpts(t.TempDir())
+	o.maxBytes = 2 * 4096
+	s, err := openSpool(o)
+	require.NoError(t, err)
+	defer func() { require.NoError(t, s.close()) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	seq, err := s.append(ctx, 0, make([]byte, 3000))
+	require.NoError(t, err)
+	require.NoError(t, s.ack(seq))
+	_, err = s.append(ctx, 0, make([]byte, 6000)) // 3028 + 6028 bytes > 8192
+	require.NoError(t, err, "the acknowledged active segment must make room")
+	_, _, total, _ := s.state()
+	require.Equal(t, int64(6028), total)
+
+	// A record larger than the whole spool fails at once instead of waiting.
+	_, err = s.append(ctx, 0, make([]byte, 9000))
+	require.Error(t, err)
+	require.NotErrorIs(t, err, context.DeadlineExceeded)
+}
+
 // corruptAt flips one byte of a spool segment.
 func corruptAt(t *testing.T, path string, off int64) {
 	t.Helper()
