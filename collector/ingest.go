@@ -298,9 +298,15 @@ func (c *Collector) ingest(ctx context.Context, w http.ResponseWriter, r *http.R
 	for i := range l.recs {
 		payload += len(l.recs[i].Payload)
 	}
-	tc := c.m.forTenant(tenant.ID)
-	tc.records.Add(float64(len(l.recs)))
-	tc.bytes.Add(float64(payload))
+	// Ingress counts what the collector accepted, i.e. what Kafka acknowledged
+	// (counted below with the egress), so that a Kafka outage or a retried batch
+	// does not inflate it: the ops ratio compares it with what left for Kafka.
+	accepted := func() {
+		tc := c.m.forTenant(tenant.ID)
+		tc.records.Add(float64(len(l.recs)))
+		tc.bytes.Add(float64(payload))
+		c.m.egressKafka.Add(float64(payload))
+	}
 	if bucket != nil {
 		bucket.charge(start, float64(len(l.recs)), float64(payload))
 	}
@@ -321,7 +327,10 @@ func (c *Collector) ingest(ctx context.Context, w http.ResponseWriter, r *http.R
 			}
 		}
 		if stored {
+			// The earlier attempt's answer (503) went out before its records were
+			// acknowledged, so they were never counted: count them now, once.
 			c.m.retriesJoined.Inc()
+			accepted()
 			return len(l.recs), nil
 		}
 	}
@@ -355,7 +364,7 @@ func (c *Collector) ingest(ctx context.Context, w http.ResponseWriter, r *http.R
 		}
 		return 0, &refusal{code: 503, reason: reasonKafkaUnavailable, msg: "Kafka unavailable: " + err.Error(), retryAfter: c.adm.retryAfterUnavailable()}
 	}
-	c.m.egressKafka.Add(float64(payload))
+	accepted()
 
 	// 7. Live taps see what was stored, once it was stored.
 	if c.hubs.has(tenant.ID) {

@@ -194,6 +194,8 @@ func TestStatus503Kafka(t *testing.T) {
 	tok := e.addTenant("acme", control.Limits{})
 	batch, _ := makeBatch(1, 5, 50)
 	require.Equal(t, 200, e.do(nil, post{token: tok, meter: "m1", body: batch}).code, "topic created, producer warmed")
+	ingressOK := e.counter("phloem_collector_ingress_records_total", "tenant", "acme")
+	require.Equal(t, float64(5), ingressOK)
 
 	var failing atomic.Bool
 	failing.Store(true)
@@ -223,6 +225,10 @@ func TestStatus503Kafka(t *testing.T) {
 		require.Equal(t, 503, a.code, a.body)
 		require.NotEmpty(t, a.retryAfter)
 	}
+	// Ingress counts accepted records only: refused batches leave it (and the
+	// egress/ingress ratio the ops monitor watches) untouched.
+	require.Equal(t, ingressOK, e.counter("phloem_collector_ingress_records_total", "tenant", "acme"))
+	require.Equal(t, e.counter("phloem_collector_egress_bytes_total", "destination", "kafka"), e.counter("phloem_collector_ingress_bytes_total"))
 	failing.Store(false)
 	start := time.Now()
 	require.Eventually(t, func() bool {

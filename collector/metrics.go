@@ -75,7 +75,7 @@ func newMetrics(labelCap int) *metrics {
 	const ns, sub = "phloem", "collector"
 	m := &metrics{
 		ingressBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "ingress_bytes_total",
-			Help: "Payload bytes of records accepted (acknowledged by Kafka) per tenant; tenants beyond the label cap count as tenant=\"other\"."}, []string{"tenant"}),
+			Help: "Payload bytes of records accepted (acknowledged by Kafka, counted once even when a retry joined an earlier attempt) per tenant; tenants beyond the label cap count as tenant=\"other\"."}, []string{"tenant"}),
 		ingressRecords: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "ingress_records_total",
 			Help: "Records accepted (acknowledged by Kafka) per tenant; tenants beyond the label cap count as tenant=\"other\"."}, []string{"tenant"}),
 		ingressBody: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "ingress_body_bytes_total",
