@@ -168,7 +168,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, hup <-chan os.Sig
 	return 0
 }
 
-func serve(ctx context.Context, o *options, logger *slog.Logger, hup <-chan os.Signal) error {
+func serve(ctx context.Context, o *options, logger *slog.Logger, hup <-chan os.Signal) (err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -190,7 +190,15 @@ func serve(ctx context.Context, o *options, logger *slog.Logger, hup <-chan os.S
 			return nil
 		})
 	}
-	defer func() { cancelInfra(); _ = infra.Wait() }()
+	waited := false
+	defer func() {
+		// On an early return the infrastructure's own errors (a broker that
+		// failed to start, say) explain the failure: keep them.
+		if !waited {
+			cancelInfra()
+			err = errors.Join(err, infra.Wait())
+		}
+	}()
 
 	opts, err := o.kafka.Opts()
 	if err != nil {
@@ -256,5 +264,6 @@ func serve(ctx context.Context, o *options, logger *slog.Logger, hup <-chan os.S
 
 	runErr := c.Run(appCtx, dataLn)
 	cancelInfra()
+	waited = true
 	return errors.Join(runErr, infra.Wait())
 }
