@@ -11,6 +11,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"phloem/internal/logx"
 	"phloem/meter"
 	"phloem/meter/hostmetrics"
@@ -28,10 +30,28 @@ type inputSet struct {
 	appendBatch func(ctx context.Context, payloads [][]byte) (int, error)
 	logger      *slog.Logger
 	throttle    *logx.Throttled
+	// dropped counts input records dropped by policy before they reach the
+	// spool (DESIGN.md: every drop is counted and logged). Nil: not counted.
+	dropped *prometheus.CounterVec
 }
 
-func newInputSet(m *meter.Meter, logger *slog.Logger) inputSet {
-	return inputSet{appendBatch: m.AppendBatch, logger: logger, throttle: logx.NewThrottled(logger, 10*time.Second)}
+func newInputSet(m *meter.Meter, logger *slog.Logger, reg prometheus.Registerer) (inputSet, error) {
+	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "phloem", Subsystem: "meter", Name: "input_dropped_records_total",
+		Help: "Input records dropped before the spool: too_large (above the record limit), line_too_long (longer than the line limit)."}, []string{"reason"})
+	if reg != nil {
+		if err := reg.Register(dropped); err != nil {
+			return inputSet{}, fmt.Errorf("cannot register input metrics: %w", err)
+		}
+	}
+	return inputSet{appendBatch: m.AppendBatch, logger: logger, throttle: logx.NewThrottled(logger, 10*time.Second), dropped: dropped}, nil
+}
+
+// drop counts and logs (throttled per reason) one dropped input record.
+func (in inputSet) drop(reason, msg string, args ...any) {
+	if in.dropped != nil {
+		in.dropped.WithLabelValues(reason).Inc()
+	}
+	in.throttle.Warn(reason, msg, args...)
 }
 
 // emit appends one record.
@@ -53,7 +73,7 @@ func (in inputSet) emitAll(ctx context.Context, lines [][]byte) error {
 		case errors.Is(err, meter.ErrClosed) || ctx.Err() != nil:
 			return errStop
 		case errors.Is(err, meter.ErrRecordTooLarge) && len(lines) > 0:
-			in.throttle.Warn("too-large", "input record too large; dropped", "bytes", len(lines[0]))
+			in.drop("too_large", "input record too large; dropped", "bytes", len(lines[0]))
 			lines = lines[1:]
 		default:
 			return fmt.Errorf("cannot spool input records: %w", err)
@@ -103,7 +123,7 @@ func (in inputSet) stdin(ctx context.Context, r io.Reader) error {
 				return true
 			}
 			return send()
-		}, in.throttle)
+		}, func() { in.drop("line_too_long", "input line longer than the record limit; dropped", "limit", maxLine) })
 		if len(group) > 0 {
 			send()
 		}
@@ -130,13 +150,13 @@ func (in inputSet) stdin(ctx context.Context, r io.Reader) error {
 
 // splitLines calls fn for each line of r (without its line ending, CR included),
 // dropping lines longer than maxLine. fn returning false stops it.
-func splitLines(r io.Reader, fn func([]byte) bool, th *logx.Throttled) error {
-	return splitLinesBuffered(r, func(l []byte, _ bool) bool { return fn(l) }, th)
+func splitLines(r io.Reader, fn func([]byte) bool, onLong func()) error {
+	return splitLinesBuffered(r, func(l []byte, _ bool) bool { return fn(l) }, onLong)
 }
 
 // splitLinesBuffered is splitLines whose callback also learns whether more
 // input is already buffered (more == false: the next line needs a read(2)).
-func splitLinesBuffered(r io.Reader, fn func(line []byte, more bool) bool, th *logx.Throttled) error {
+func splitLinesBuffered(r io.Reader, fn func(line []byte, more bool) bool, onLong func()) error {
 	br := bufio.NewReaderSize(r, 64<<10)
 	var long []byte
 	tooLong := false
@@ -159,8 +179,8 @@ func splitLinesBuffered(r io.Reader, fn func(line []byte, more bool) bool, th *l
 			}
 		}
 		if tooLong {
-			if th != nil {
-				th.Warn("long-line", "input line longer than the record limit; dropped", "limit", maxLine)
+			if onLong != nil {
+				onLong()
 			}
 		} else {
 			line = bytes.TrimRight(line, "\r\n")
@@ -300,7 +320,7 @@ func (t *tailer) drain(ctx context.Context) error {
 			i := bytes.IndexByte(data, '\n')
 			if i < 0 {
 				if len(t.partial)+len(data) > maxLine {
-					t.in.throttle.Warn("long-line", "tailed line longer than the record limit; dropped", "path", t.path)
+					t.in.drop("line_too_long", "tailed line longer than the record limit; dropped", "path", t.path)
 					t.partial = t.partial[:0]
 				} else {
 					t.partial = append(t.partial, data...)

@@ -15,9 +15,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
 	"phloem/internal/logx"
+	"phloem/meter"
 )
 
 // lineSink collects emitted records.
@@ -118,8 +121,32 @@ func TestSplitLinesDropsOverlong(t *testing.T) {
 	long := strings.Repeat("z", maxLine+10)
 	in := "one\r\n\n" + long + "\ntwo\nthree"
 	var got []string
-	require.NoError(t, splitLines(strings.NewReader(in), func(l []byte) bool { got = append(got, string(l)); return true }, nil))
+	long2 := 0
+	require.NoError(t, splitLines(strings.NewReader(in), func(l []byte) bool { got = append(got, string(l)); return true }, func() { long2++ }))
 	require.Equal(t, []string{"one", "two", "three"}, got)
+	require.Equal(t, 1, long2)
+}
+
+// Records the meter refuses as too large are dropped, counted by reason and
+// logged, and the input goes on with the next record.
+func TestInputDropsAreCounted(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	in := inputSet{logger: logx.Discard(), throttle: logx.NewThrottled(nil, time.Hour),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dropped_total", Help: "x"}, []string{"reason"})}
+	reg.MustRegister(in.dropped)
+	var got []string
+	in.appendBatch = func(_ context.Context, ps [][]byte) (int, error) {
+		for i, p := range ps {
+			if len(p) > 3 {
+				return i, meter.ErrRecordTooLarge
+			}
+			got = append(got, string(p))
+		}
+		return len(ps), nil
+	}
+	require.NoError(t, in.emitAll(context.Background(), [][]byte{[]byte("a"), []byte("toolong"), []byte("b")}))
+	require.Equal(t, []string{"a", "b"}, got)
+	require.Equal(t, 1.0, testutil.ToFloat64(in.dropped.WithLabelValues("too_large")))
 }
 
 // TestHostMetricsEndToEnd runs the command in-process with --host-metrics on the

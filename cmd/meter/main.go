@@ -64,14 +64,17 @@ func serve(ctx context.Context, o options, stdin io.Reader, logger *slog.Logger)
 	if err != nil {
 		return err
 	}
+	in, err := newInputSet(m, logger, reg)
+	if err != nil {
+		return errors.Join(err, m.Close())
+	}
 	logger.Info("meter starting", "meter_id", o.cfg.MeterID, "collectors", o.cfg.Collectors, "spool_dir", o.cfg.SpoolDir,
 		"stdin", o.stdin, "tail", o.tail, "host_metrics", o.hostMetrics)
 
 	var ln net.Listener
 	if o.adminListen != "" {
 		if ln, err = net.Listen("tcp", o.adminListen); err != nil {
-			_ = m.Close() // nothing ran yet; the listen error is the one to report
-			return fmt.Errorf("cannot listen on admin address %s: %w", o.adminListen, err)
+			return errors.Join(fmt.Errorf("cannot listen on admin address %s: %w", o.adminListen, err), m.Close())
 		}
 		logger.Info("admin listener", "addr", ln.Addr().String())
 	}
@@ -85,7 +88,6 @@ func serve(ctx context.Context, o options, stdin io.Reader, logger *slog.Logger)
 
 	g, gctx := errgroup.WithContext(ctx)
 	inputs, ictx := errgroup.WithContext(gctx)
-	in := newInputSet(m, logger)
 	if o.stdin {
 		inputs.Go(func() error { return in.stdin(ictx, stdin) })
 	}
