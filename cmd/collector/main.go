@@ -27,14 +27,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"golang.org/x/sync/errgroup"
 
 	"phloem/collector"
 	"phloem/internal/admin"
 	"phloem/internal/envflag"
 	"phloem/internal/logx"
+	"phloem/internal/procrun"
 	"phloem/phloem/control"
-	"phloem/phloem/embedded"
 	"phloem/phloem/kafkaconf"
 )
 
@@ -112,6 +111,7 @@ Flags:
 	fs.IntVar(&c.Limits.MaxRecords, "max-records", int(ee.Int("MAX_RECORDS", int64(c.Limits.MaxRecords))), "most records per batch; beyond: 413 (PHLOEM_MAX_RECORDS)")
 	fs.IntVar(&c.Limits.MaxRecordBytes, "max-record-bytes", int(ee.Int("MAX_RECORD_BYTES", int64(c.Limits.MaxRecordBytes))), "largest record payload; beyond: 413 (PHLOEM_MAX_RECORD_BYTES)")
 	fs.DurationVar(&c.MaxRetryAfter, "max-retry-after", ee.Duration("MAX_RETRY_AFTER", c.MaxRetryAfter), "cap of the Retry-After of 429 and 503 answers (PHLOEM_MAX_RETRY_AFTER)")
+	fs.IntVar(&c.MaxMeters, "max-meters", int(ee.Int("MAX_METERS", int64(c.MaxMeters))), "most meters placed on this collector (bounded-load consistent hashing): a new meter beyond it is sent on to the next collector of its ring (503 + X-Phloem-Full); set about ceil(1.1 x meters / collectors); 0: unbounded (PHLOEM_MAX_METERS)")
 	fs.StringVar(&o.blocked, "blocked-meters", envflag.String("BLOCKED_METERS", ""), "comma-separated meter ids refused with 403 (PHLOEM_BLOCKED_METERS)")
 	fs.IntVar(&c.TapBuffer, "tap-buffer", int(ee.Int("TAP_BUFFER", int64(c.TapBuffer))), "records queued per live tap; a slower tap loses its oldest (PHLOEM_TAP_BUFFER)")
 	fs.IntVar(&c.MaxTaps, "max-taps", int(ee.Int("MAX_TAPS", int64(c.MaxTaps))), "concurrent live taps; beyond: 503 (PHLOEM_MAX_TAPS)")
@@ -172,61 +172,15 @@ func serve(ctx context.Context, o *options, logger *slog.Logger, hup <-chan os.S
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	// Infrastructure (broker, watcher, admin) outlives the collector, so that the
-	// collector's final producer flush still has a broker; appCtx stops the
-	// collector when the process is told to stop or a piece of infrastructure fails.
-	appCtx, cancelApp := context.WithCancel(ctx)
-	defer cancelApp()
-	infraCtx, cancelInfra := context.WithCancel(context.Background())
-	defer cancelInfra()
-	var infra errgroup.Group
-	goInfra := func(name string, fn func(context.Context) error) {
-		infra.Go(func() error {
-			err := fn(infraCtx)
-			if err != nil {
-				cancelApp()
-				return fmt.Errorf("%s: %w", name, err)
-			}
-			return nil
-		})
-	}
-	waited := false
-	defer func() {
-		// On an early return the infrastructure's own errors (a broker that
-		// failed to start, say) explain the failure: keep them.
-		if !waited {
-			cancelInfra()
-			err = errors.Join(err, infra.Wait())
-		}
-	}()
-
-	opts, err := o.kafka.Opts()
+	// Infrastructure (broker, watcher, admin) outlives the collector, so that its
+	// final producer flush still has a broker.
+	infra, appCtx := procrun.NewInfra(ctx)
+	defer func() { err = errors.Join(err, infra.Stop()) }()
+	opts, watcher, err := procrun.StartKafka(ctx, infra, procrun.Kafka{Config: o.kafka, EmbeddedAddr: o.embeddedAddr,
+		DataDir: o.dataDir, ControlTopic: o.controlTopic}, logger, reg)
 	if err != nil {
 		return err
 	}
-	if len(o.kafka.Brokers) == 0 {
-		bcfg := embedded.DefaultConfig()
-		bcfg.Addr, bcfg.DataDir = o.embeddedAddr, o.dataDir
-		broker, err := embedded.Start(bcfg, logger.With("component", "embedded"))
-		if err != nil {
-			return fmt.Errorf("cannot start the embedded broker (no --brokers given): %w", err)
-		}
-		goInfra("embedded broker", broker.Run)
-		opts = append(opts, kgo.SeedBrokers(broker.Addrs()...))
-	} else if err := kafkaconf.Probe(ctx, opts, 0); err != nil {
-		// Not fatal: readiness stays false until Kafka answers, and the
-		// producer reconnects by itself. Say why now rather than at the first 503.
-		logger.Warn("Kafka brokers do not answer yet; /readyz stays 503 until they do", "err", err)
-	}
-
-	// Exactly one control Watcher per process, shared by every component.
-	wcfg := control.DefaultWatcherConfig()
-	wcfg.Topic, wcfg.KafkaOpts = o.controlTopic, opts
-	watcher, err := control.NewWatcher(wcfg, logger.With("component", "control"), reg)
-	if err != nil {
-		return fmt.Errorf("cannot build the control watcher: %w", err)
-	}
-	goInfra("control watcher", watcher.Run)
 
 	o.collector.KafkaOpts = opts
 	c, err := collector.New(o.collector, watcher, logger, reg)
@@ -248,8 +202,8 @@ func serve(ctx context.Context, o *options, logger *slog.Logger, hup <-chan os.S
 	}
 	logger.Info("collector listening", "data", dataLn.Addr().String(), "admin", adminLn.Addr().String(),
 		"tls", o.collector.TLSCertFile != "", "collector_id", o.collector.CollectorID, "kafka", o.kafka)
-	goInfra("admin listener", func(ctx context.Context) error { return adm.Run(ctx, adminLn) })
-	goInfra("tls reloader", func(ctx context.Context) error {
+	infra.Go("admin listener", func(ctx context.Context) error { return adm.Run(ctx, adminLn) })
+	infra.Go("tls reloader", func(ctx context.Context) error {
 		for {
 			select {
 			case <-ctx.Done():
@@ -262,8 +216,5 @@ func serve(ctx context.Context, o *options, logger *slog.Logger, hup <-chan os.S
 		}
 	})
 
-	runErr := c.Run(appCtx, dataLn)
-	cancelInfra()
-	waited = true
-	return errors.Join(runErr, infra.Wait())
+	return c.Run(appCtx, dataLn) // infra stops after it, in the deferred Stop
 }

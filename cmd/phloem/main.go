@@ -26,14 +26,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"golang.org/x/sync/errgroup"
 
 	"phloem/internal/admin"
 	"phloem/internal/envflag"
 	"phloem/internal/logx"
+	"phloem/internal/procrun"
 	"phloem/phloem/consumer"
 	"phloem/phloem/control"
-	"phloem/phloem/embedded"
 	"phloem/phloem/kafkaconf"
 )
 
@@ -135,53 +134,19 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	return 0
 }
 
-func serve(ctx context.Context, o *options, logger *slog.Logger) error {
+func serve(ctx context.Context, o *options, logger *slog.Logger) (err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	// Infrastructure (broker, watcher, admin) outlives the consumer, so that the
-	// consumer's final commit still has a broker; appCtx stops the consumer when
-	// either the process is told to stop or a piece of infrastructure fails.
-	appCtx, cancelApp := context.WithCancel(ctx)
-	defer cancelApp()
-	infraCtx, cancelInfra := context.WithCancel(context.Background())
-	defer cancelInfra()
-	var infra errgroup.Group
-	goInfra := func(name string, fn func(context.Context) error) {
-		infra.Go(func() error {
-			err := fn(infraCtx)
-			if err != nil {
-				cancelApp()
-				return fmt.Errorf("%s: %w", name, err)
-			}
-			return nil
-		})
-	}
-	defer func() { cancelInfra(); _ = infra.Wait() }()
-
-	opts, err := o.kafka.Opts()
+	// Infrastructure (broker, watcher, admin) outlives the consumer, so that its
+	// final commit still has a broker.
+	infra, appCtx := procrun.NewInfra(ctx)
+	defer func() { err = errors.Join(err, infra.Stop()) }()
+	opts, watcher, err := procrun.StartKafka(ctx, infra, procrun.Kafka{Config: o.kafka, EmbeddedAddr: o.embeddedAddr,
+		DataDir: o.dataDir, ControlTopic: o.controlTopic}, logger, reg)
 	if err != nil {
 		return err
 	}
-	if len(o.kafka.Brokers) == 0 {
-		bcfg := embedded.DefaultConfig()
-		bcfg.Addr, bcfg.DataDir = o.embeddedAddr, o.dataDir
-		broker, err := embedded.Start(bcfg, logger.With("component", "embedded"))
-		if err != nil {
-			return fmt.Errorf("cannot start the embedded broker (no --brokers given): %w", err)
-		}
-		logger.Info("embedded broker started", "addrs", broker.Addrs(), "data_dir", o.dataDir)
-		goInfra("embedded broker", broker.Run)
-		opts = append(opts, kgo.SeedBrokers(broker.Addrs()...))
-	}
-
-	wcfg := control.DefaultWatcherConfig()
-	wcfg.Topic, wcfg.KafkaOpts = o.controlTopic, opts
-	watcher, err := control.NewWatcher(wcfg, logger.With("component", "control"), reg)
-	if err != nil {
-		return fmt.Errorf("cannot build the control watcher: %w", err)
-	}
-	goInfra("control watcher", watcher.Run)
 
 	o.consumer.KafkaOpts = opts
 	c, err := consumer.New(o.consumer, watcher, logger, reg)
@@ -203,9 +168,7 @@ func serve(ctx context.Context, o *options, logger *slog.Logger) error {
 	}
 	logger.Info("phloem listening", "data", dataLn.Addr().String(), "admin", adminLn.Addr().String(),
 		"group", o.consumer.Group, "topic_regexp", o.consumer.Topics.Regexp())
-	goInfra("admin listener", func(ctx context.Context) error { return adm.Run(ctx, adminLn) })
+	infra.Go("admin listener", func(ctx context.Context) error { return adm.Run(ctx, adminLn) })
 
-	runErr := c.Run(appCtx, dataLn)
-	cancelInfra()
-	return errors.Join(runErr, infra.Wait())
+	return c.Run(appCtx, dataLn) // infra stops after it, in the deferred Stop
 }

@@ -1,0 +1,113 @@
+// Package procrun is the process scaffolding shared by the long-running binaries
+// (cmd/collector, cmd/phloem): the infrastructure goroutines that outlive the
+// data-path component, and the Kafka side every binary starts the same way (the
+// embedded broker when no --brokers is given, and the process's one control
+// Watcher).
+//
+// Why infrastructure outlives the component: the collector's final producer flush
+// and the consumer's final commit need a broker, so the component stops first and
+// the broker, the watcher and the admin listener after it. Any infrastructure
+// failure cancels the component's context, so the process stops instead of limping.
+package procrun
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
+
+	"phloem/phloem/control"
+	"phloem/phloem/embedded"
+	"phloem/phloem/kafkaconf"
+)
+
+// Infra owns a process's infrastructure goroutines. Build it with NewInfra; Stop
+// it exactly where the component has returned (Stop is idempotent, so a deferred
+// Stop also covers early returns).
+type Infra struct {
+	ctx       context.Context
+	cancel    context.CancelFunc
+	cancelApp context.CancelFunc
+	g         errgroup.Group
+
+	once sync.Once
+	err  error
+}
+
+// NewInfra returns the infrastructure group and the component's context, derived
+// from ctx and cancelled too when any infrastructure goroutine fails.
+func NewInfra(ctx context.Context) (*Infra, context.Context) {
+	appCtx, cancelApp := context.WithCancel(ctx)
+	// Infrastructure is not stopped by ctx: it stops when Stop is called, after
+	// the component.
+	infraCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	return &Infra{ctx: infraCtx, cancel: cancel, cancelApp: cancelApp}, appCtx
+}
+
+// Go runs fn until Stop; an error from it is named and stops the component.
+func (i *Infra) Go(name string, fn func(context.Context) error) {
+	i.g.Go(func() error {
+		if err := fn(i.ctx); err != nil {
+			i.cancelApp()
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		return nil
+	})
+}
+
+// Stop cancels the infrastructure, waits for every goroutine and returns their
+// errors. Later calls return the same result.
+func (i *Infra) Stop() error {
+	i.once.Do(func() {
+		i.cancel()
+		i.err = i.g.Wait()
+		i.cancelApp()
+	})
+	return i.err
+}
+
+// Kafka describes how a binary reaches Kafka.
+type Kafka struct {
+	Config       kafkaconf.Config
+	EmbeddedAddr string // embedded broker's loopback address when Config.Brokers is empty
+	DataDir      string // embedded broker's data directory ("" keeps data in memory)
+	ControlTopic string
+}
+
+// StartKafka returns the client options for k, starting the embedded broker on i
+// when k has no brokers, and starts the process's one control Watcher on i. With
+// external brokers it probes them and only warns when they do not answer yet:
+// readiness stays false until they do, and clients reconnect by themselves.
+func StartKafka(ctx context.Context, i *Infra, k Kafka, logger *slog.Logger, reg prometheus.Registerer) ([]kgo.Opt, *control.Watcher, error) {
+	opts, err := k.Config.Opts()
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(k.Config.Brokers) == 0 {
+		bcfg := embedded.DefaultConfig()
+		bcfg.Addr, bcfg.DataDir = k.EmbeddedAddr, k.DataDir
+		broker, err := embedded.Start(bcfg, logger)
+		if err != nil {
+			return nil, nil, fmt.Errorf("cannot start the embedded broker (no --brokers given): %w", err)
+		}
+		i.Go("embedded broker", broker.Run)
+		opts = append(opts, kgo.SeedBrokers(broker.Addrs()...))
+	} else if err := kafkaconf.Probe(ctx, opts, 0); err != nil {
+		logger.Warn("Kafka brokers do not answer yet; /readyz stays 503 until they do", "err", err)
+	}
+
+	// Exactly one control Watcher per process, shared by every component.
+	wcfg := control.DefaultWatcherConfig()
+	wcfg.Topic, wcfg.KafkaOpts = k.ControlTopic, opts
+	watcher, err := control.NewWatcher(wcfg, logger, reg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot build the control watcher: %w", err)
+	}
+	i.Go("control watcher", watcher.Run)
+	return opts, watcher, nil
+}
+
