@@ -41,8 +41,9 @@ type Config struct {
 	// CommitTimeout bounds each commit request. Default 10s.
 	CommitTimeout time.Duration
 	// MaxPollRecords bounds the records taken per poll, and so the records a paused
-	// partition keeps back in its pending slice. Default 5_000: half a default sink
-	// queue, so that one poll alone does not fill a queue and pause its partitions.
+	// partition keeps back in its pending slice. Default 5_000: a quarter of a
+	// default sink queue, so that one poll alone does not fill a queue and pause its
+	// partitions.
 	MaxPollRecords int
 	// FetchMaxBytes and FetchMaxPartitionBytes bound franz-go's fetch buffers
 	// (kgo.FetchMaxBytes, kgo.FetchMaxPartitionBytes). Defaults 16 MiB and 1 MiB.
@@ -51,7 +52,12 @@ type Config struct {
 
 	// SinkQueueRecords and SinkQueueBytes bound each sink's queue, including the
 	// batch being delivered. A full queue pauses the partitions that feed it.
-	// Defaults 10_000 records and 16 MiB.
+	// Defaults 20_000 records and 16 MiB. The records bound is four polls
+	// (MaxPollRecords): pausing makes franz-go drop the partition's buffered records
+	// and fetch them again, so a fast sink whose connector goroutine is briefly off
+	// CPU (a busy machine) should not pause. Each queued record counts its payload
+	// plus about 512 bytes (itemOverhead), so for small records SinkQueueBytes is
+	// the bound that caps memory.
 	SinkQueueRecords int
 	SinkQueueBytes   int64
 	// LowWater is the fraction of the queue bounds below which a sink that refused
@@ -98,7 +104,7 @@ func DefaultConfig() Config {
 		MaxPollRecords:         5_000,
 		FetchMaxBytes:          16 << 20,
 		FetchMaxPartitionBytes: 1 << 20,
-		SinkQueueRecords:       10_000,
+		SinkQueueRecords:       20_000,
 		SinkQueueBytes:         16 << 20,
 		LowWater:               0.5,
 		SinkBatchRecords:       1_000,

@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -292,6 +294,11 @@ func (c *Consumer) kafkaOpts() []kgo.Opt {
 		kgo.HeartbeatInterval(min(3*time.Second, c.cfg.SessionTimeout/3)),
 		kgo.MetadataMaxAge(c.cfg.MetadataMaxAge),
 		kgo.MetadataMinAge(min(c.cfg.MetadataMaxAge, time.Second)),
+		// A fetch in flight does not include partitions assigned after it was
+		// sent: with kgo's 5s default, a partition assigned a moment after the
+		// first fetch waited up to 5s for its first record (measured by
+		// TestStartupWith1000Topics: bimodal 50 ms / 5.05 s). 500ms bounds that.
+		kgo.FetchMaxWait(500*time.Millisecond),
 		kgo.FetchMaxBytes(c.cfg.FetchMaxBytes),
 		kgo.FetchMaxPartitionBytes(c.cfg.FetchMaxPartitionBytes),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
@@ -475,11 +482,11 @@ func (c *Consumer) pollLoop(ctx context.Context) error {
 // process hands a poll's records to the sink queues without blocking, and pauses
 // the partitions whose records do not fit.
 func (c *Consumer) process(cl *kgo.Client, fetches kgo.Fetches) {
-	var pause, resume map[string][]int32
 	var nrec, nbytes int
+	var congested []*partState
 	c.stateMu.Lock()
 	rt := c.routes.Load()
-	resume = c.reofferLocked(rt)
+	resumed := c.reofferLocked(rt, nil)
 	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 		ps := c.parts[tp{fp.Topic, fp.Partition}]
 		if ps == nil {
@@ -517,13 +524,51 @@ func (c *Consumer) process(cl *kgo.Client, fetches kgo.Fetches) {
 			ps.paused = true
 			ps.pending = append(ps.pending, batch[k:]...)
 			c.paused[tp{ps.topic, ps.partition}] = ps
-			if pause == nil {
-				pause = make(map[string][]int32)
-			}
-			pause[ps.topic] = append(pause[ps.topic], ps.partition)
+			congested = append(congested, ps)
 		}
 		clear(batch)
 	})
+	var pause map[string][]int32
+	if len(congested) > 0 {
+		// A queue that is full right after this poll is usually one whose connector
+		// has not been scheduled yet (the poll loop does not yield while franz-go has
+		// buffered records), not a slow sink. Pausing would make franz-go drop the
+		// partition's buffered, already decoded records and fetch them again, so
+		// yield once to let runnable connectors drain, and re-offer. Only the
+		// partitions whose records still do not fit are paused. Yielding is not
+		// waiting: a connector busy on a slow peer simply drains nothing.
+		for range maxYields {
+			c.stateMu.Unlock()
+			runtime.Gosched()
+			c.stateMu.Lock()
+			// Re-load the routes: the state lock was released, and a reconcile may
+			// have published a new table (the barrier described in reconcile).
+			rt = c.routes.Load()
+			resumed = c.reofferLocked(rt, resumed)
+			if pendingCount(congested) == 0 {
+				break
+			}
+		}
+		for _, ps := range congested {
+			// Still paused and still ours (not placed by the re-offer, not revoked).
+			if ps.paused && c.paused[tp{ps.topic, ps.partition}] == ps {
+				if pause == nil {
+					pause = make(map[string][]int32)
+				}
+				pause[ps.topic] = append(pause[ps.topic], ps.partition)
+			}
+		}
+	}
+	var resume map[string][]int32
+	for _, ps := range resumed {
+		if slices.Contains(congested, ps) {
+			continue // never paused in the client
+		}
+		if resume == nil {
+			resume = make(map[string][]int32)
+		}
+		resume[ps.topic] = append(resume[ps.topic], ps.partition)
+	}
 	npaused := len(c.paused)
 	c.stateMu.Unlock()
 	if len(pause) > 0 {
@@ -538,6 +583,20 @@ func (c *Consumer) process(cl *kgo.Client, fetches kgo.Fetches) {
 	c.metrics.pausedPartitions.Set(float64(npaused))
 	c.metrics.recordsIn.Add(float64(nrec))
 	c.metrics.bytesIn.Add(float64(nbytes))
+}
+
+// maxYields bounds the yields of one poll before congested partitions are paused.
+const maxYields = 4
+
+// pendingCount returns the records still pending in the paused partitions of pss.
+func pendingCount(pss []*partState) int {
+	n := 0
+	for _, ps := range pss {
+		if ps.paused {
+			n += len(ps.pending)
+		}
+	}
+	return n
 }
 
 // offer pushes the longest prefix of items (all of one tenant, in offset order)
@@ -582,9 +641,9 @@ func (c *Consumer) offer(rt *routeTable, items []*item) int {
 }
 
 // reofferLocked re-offers the pending records of paused partitions, in order, and
-// returns the partitions to resume (all their pending records placed).
-func (c *Consumer) reofferLocked(rt *routeTable) map[string][]int32 {
-	var resume map[string][]int32
+// appends to resumed the partitions whose pending records are all placed (they are
+// no longer paused in the consumer's state; the caller resumes them in the client).
+func (c *Consumer) reofferLocked(rt *routeTable, resumed []*partState) []*partState {
 	for k, ps := range c.paused {
 		i := 0
 		if len(ps.pending) > 0 {
@@ -598,12 +657,9 @@ func (c *Consumer) reofferLocked(rt *routeTable) map[string][]int32 {
 		ps.pending = nil
 		ps.paused = false
 		delete(c.paused, k)
-		if resume == nil {
-			resume = make(map[string][]int32)
-		}
-		resume[ps.topic] = append(resume[ps.topic], ps.partition)
+		resumed = append(resumed, ps)
 	}
-	return resume
+	return resumed
 }
 
 // rewindAbandoned re-reads partitions with abandoned records from their watermark:

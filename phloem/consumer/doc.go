@@ -11,7 +11,10 @@
 // goroutine) turns each polled record into an item and hands it to the bounded queue
 // of every matching sink (the tenant's own sinks plus the "*" sinks) WITHOUT
 // blocking: a record goes to all of its sinks or to none. When a queue is full the
-// poll loop pauses the partition (kgo PauseFetchPartitions) and keeps the records
+// poll loop first yields the processor a few times (runtime.Gosched, never a wait)
+// so that a runnable connector can drain it, because a pause makes franz-go drop
+// the partition's buffered records and fetch them again; if the records still do
+// not fit, it pauses the partition (kgo PauseFetchPartitions) and keeps the records
 // that did not fit in that partition's pending slice (at most one poll's worth:
 // franz-go returns nothing more for a paused partition). When the queue drains below
 // its low-water mark it wakes the poll loop, which re-offers the pending records in
@@ -90,9 +93,13 @@
 //
 // Each sink's queue is bounded by SinkQueueRecords and SinkQueueBytes, counting the
 // batch being delivered; a paused partition keeps at most MaxPollRecords pending;
-// franz-go's buffers are bounded by FetchMaxBytes. Payloads alias the fetched
-// batches, so a queued record can keep its whole fetched batch alive: the bound is
-// on the order of sinks × SinkQueueBytes + FetchMaxBytes + MaxPollRecords records.
+// franz-go's buffers are bounded by FetchMaxBytes. A queued item points at the
+// kgo.Record franz-go returned (its headers are parsed only by sinks that format
+// lines, off the poll loop), and each item counts its payload plus itemOverhead
+// (about 512 bytes: the item, the record, its headers) against SinkQueueBytes. The
+// record aliases its fetched batch, so a queued record can keep its whole fetched
+// batch alive: the bound is on the order of sinks × SinkQueueBytes + FetchMaxBytes
+// + MaxPollRecords records.
 //
 // # Goroutines, concurrency, shutdown
 //

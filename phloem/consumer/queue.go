@@ -90,7 +90,11 @@ func (q *queue) push(items ...*item) {
 		if q.n == len(q.buf) {
 			q.growLocked()
 		}
-		q.buf[(q.head+q.n)%len(q.buf)] = it
+		i := q.head + q.n
+		if i >= len(q.buf) {
+			i -= len(q.buf) // cheaper than %: push and take run per record
+		}
+		q.buf[i] = it
 		q.n++
 		q.recs++
 		q.bytes += it.size
@@ -133,7 +137,9 @@ func (q *queue) take(dst []*item, maxN int, maxBytes int64) []*item {
 			break
 		}
 		q.buf[q.head] = nil
-		q.head = (q.head + 1) % len(q.buf)
+		if q.head++; q.head == len(q.buf) {
+			q.head = 0
+		}
 		q.n--
 		b += it.size
 		dst = append(dst, it)

@@ -21,51 +21,33 @@ const (
 	HeaderTimestamp   = topics.HeaderTimestamp
 )
 
-// itemOverhead approximates the bytes an item costs beyond its payload (the struct,
-// the strings, the queue slot), so the byte bound stays honest for tiny records.
-const itemOverhead = 128
+// itemOverhead approximates the bytes an item keeps alive beyond its payload (the
+// item, the kgo.Record it points to, the record's header slice and key strings,
+// the queue slot), so the byte bound stays honest for tiny records.
+const itemOverhead = 512
 
 // item is one consumed record on its way to the sinks. It is immutable once built
 // and shared by every sink queue it is pushed to; ent/tr tie it to the partition
-// tracker that waits for its acknowledgements. meter and payload alias the Kafka
-// record's buffers (no copy; nothing modifies them).
+// tracker that waits for its acknowledgements.
+//
+// The poll loop is the consumer's one serial stage, so an item is only what the
+// poll loop needs to route, bound and track the record: the record itself is kept
+// as franz-go returned it (nothing modifies it), and the fields the sinks write
+// (meter, seq, ts) are parsed from its headers by the connector that formats the
+// line (recordFields), in parallel with the poll loop, and not at all by sinks
+// that do not format (discard).
 type item struct {
-	tenant  string
-	meter   []byte
-	seq     uint64
-	hasSeq  bool
-	ts      int64
-	payload []byte
-	size    int64
+	tenant string
+	rec    *kgo.Record
+	size   int64
 
 	ent *entry
 	tr  *tracker
 }
 
-// fill extracts what the sinks need from r into it, without allocating.
+// fill points it at r, without allocating or reading the record's headers.
 func (it *item) fill(tenant string, r *kgo.Record) {
-	*it = item{tenant: tenant, payload: r.Value, size: int64(len(r.Value)) + itemOverhead}
-	for _, h := range r.Headers {
-		switch h.Key {
-		case HeaderMeterID:
-			it.meter = h.Value
-		case HeaderSeq:
-			if v, ok := parseUint(h.Value); ok {
-				it.seq, it.hasSeq = v, true
-			}
-		case HeaderTimestamp:
-			if v, ok := parseUint(h.Value); ok && v <= 1<<63-1 {
-				it.ts = int64(v)
-			}
-		}
-	}
-	if len(it.meter) == 0 {
-		// The key is the meter id too; headers win because they are explicit.
-		it.meter = r.Key
-	}
-	if it.ts == 0 {
-		it.ts = r.Timestamp.UnixNano()
-	}
+	*it = item{tenant: tenant, rec: r, size: int64(len(r.Value)) + itemOverhead}
 }
 
 // newItem is fill on a new item.
@@ -73,6 +55,42 @@ func newItem(tenant string, r *kgo.Record) *item {
 	it := new(item)
 	it.fill(tenant, r)
 	return it
+}
+
+// fields is what a line says about a record besides its tenant and payload.
+// meter aliases the record's buffers (no copy).
+type fields struct {
+	meter  []byte
+	seq    uint64
+	hasSeq bool
+	ts     int64
+}
+
+// recordFields extracts the line fields from r without allocating.
+func recordFields(r *kgo.Record) fields {
+	var f fields
+	for _, h := range r.Headers {
+		switch h.Key {
+		case HeaderMeterID:
+			f.meter = h.Value
+		case HeaderSeq:
+			if v, ok := parseUint(h.Value); ok {
+				f.seq, f.hasSeq = v, true
+			}
+		case HeaderTimestamp:
+			if v, ok := parseUint(h.Value); ok && v <= 1<<63-1 {
+				f.ts = int64(v)
+			}
+		}
+	}
+	if len(f.meter) == 0 {
+		// The key is the meter id too; headers win because they are explicit.
+		f.meter = r.Key
+	}
+	if f.ts == 0 {
+		f.ts = r.Timestamp.UnixNano()
+	}
+	return f
 }
 
 // parseUint parses a decimal uint64 from b without allocating.
@@ -104,20 +122,21 @@ func parseUint(b []byte) (uint64, bool) {
 // line if it spans several), otherwise a JSON string of the payload bytes (invalid
 // UTF-8 replaced by U+FFFD).
 func appendLine(dst []byte, it *item) []byte {
+	f := recordFields(it.rec)
 	dst = append(dst, `{"tenant":`...)
 	dst = appendJSONString(dst, it.tenant)
 	dst = append(dst, `,"meter":`...)
-	dst = appendJSONString(dst, string(it.meter)) // no allocation: the conversion does not escape
+	dst = appendJSONString(dst, string(f.meter)) // no allocation: the conversion does not escape
 	dst = append(dst, `,"seq":`...)
-	if it.hasSeq {
-		dst = strconv.AppendUint(dst, it.seq, 10)
+	if f.hasSeq {
+		dst = strconv.AppendUint(dst, f.seq, 10)
 	} else {
 		dst = append(dst, "null"...)
 	}
 	dst = append(dst, `,"ts":`...)
-	dst = strconv.AppendInt(dst, it.ts, 10)
+	dst = strconv.AppendInt(dst, f.ts, 10)
 	dst = append(dst, `,"payload":`...)
-	dst = appendPayload(dst, it.payload)
+	dst = appendPayload(dst, it.rec.Value)
 	dst = append(dst, "}\n"...)
 	return dst
 }

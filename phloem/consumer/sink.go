@@ -177,8 +177,14 @@ func (r *sinkRunner) run(ctx context.Context) {
 		// duplicates.
 		live := batch[:0:0]
 		var liveBytes, deadBytes int64
+		var lastTr *tracker
+		lastDead := false
 		for _, it := range batch {
-			if it.tr.dead.Load() {
+			// A batch holds runs of one partition's records: load each run's flag once.
+			if it.tr != lastTr {
+				lastTr, lastDead = it.tr, it.tr.dead.Load()
+			}
+			if lastDead {
 				deadBytes += it.size
 				continue
 			}
