@@ -192,6 +192,9 @@ func serve(ctx context.Context, o *options, logger *slog.Logger, hup <-chan os.S
 	acfg.Addr, acfg.EnablePprof = o.adminListen, o.pprof
 	adm := admin.New(acfg, logger.With("component", "admin"), reg)
 	c.RegisterReadyChecks(adm)
+	if err := procrun.StartOps(infra, adm, reg, c, o.collector.CollectorID, logger); err != nil {
+		return err
+	}
 	adminLn, err := net.Listen("tcp", o.adminListen)
 	if err != nil {
 		return fmt.Errorf("cannot listen on --admin-listen %s: %w", o.adminListen, err)

@@ -103,6 +103,14 @@ func TestEndToEndEmbedded(t *testing.T) {
 	m, _ := io.ReadAll(resp.Body)
 	_ = resp.Body.Close()
 	require.Contains(t, string(m), `phloem_collector_ingress_records_total{tenant="e2e"} 1`)
+	require.Contains(t, string(m), `phloem_ops_alert_firing{rule="collector_ratio"} 0`)
+	// The status page is on every admin listener.
+	resp, err = http.Get("http://" + admin + "/status/api")
+	require.NoError(t, err)
+	st, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	require.Equal(t, 200, resp.StatusCode)
+	require.Contains(t, string(st), `"collector_ratio"`)
 
 	cancel()
 	select {

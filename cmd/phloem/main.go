@@ -158,6 +158,9 @@ func serve(ctx context.Context, o *options, logger *slog.Logger) (err error) {
 	acfg.Addr, acfg.EnablePprof = o.adminListen, o.pprof
 	adm := admin.New(acfg, logger.With("component", "admin"), reg)
 	adm.AddReadyCheck("consumer", c.Ready)
+	if err := procrun.StartOps(infra, adm, reg, nil, "phloem", logger); err != nil {
+		return err
+	}
 	adminLn, err := net.Listen("tcp", o.adminListen)
 	if err != nil {
 		return fmt.Errorf("cannot listen on --admin-listen %s: %w", o.adminListen, err)

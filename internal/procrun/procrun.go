@@ -20,6 +20,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
+	"phloem/internal/admin"
+	"phloem/ops"
 	"phloem/phloem/control"
 	"phloem/phloem/embedded"
 	"phloem/phloem/kafkaconf"
@@ -111,3 +113,20 @@ func StartKafka(ctx context.Context, i *Infra, k Kafka, logger *slog.Logger, reg
 	return opts, watcher, nil
 }
 
+// StartOps runs the ops monitor on the process's registry and mounts its status
+// page at /status/ on the admin server, so that every admin listener shows the
+// ratio view operators run the system by. meters feeds the zombie-meter detector
+// (nil: off). It must be called before the admin server serves.
+func StartOps(i *Infra, adm *admin.Server, reg *prometheus.Registry, meters ops.MeterActivity, instance string, logger *slog.Logger) error {
+	src := ops.Sources{Gatherer: reg, Instance: instance}
+	if meters != nil {
+		src.Meters = meters
+	}
+	mon, err := ops.New(ops.DefaultConfig(), src, logger, reg)
+	if err != nil {
+		return fmt.Errorf("cannot build the ops monitor: %w", err)
+	}
+	adm.Handle("/status/", ops.StatusHandler(mon))
+	i.Go("ops monitor", mon.Run)
+	return nil
+}
