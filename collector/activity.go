@@ -64,9 +64,10 @@ type meterEntry struct {
 // Meters call, each time for a map access and a few pointer moves, far below
 // the cost of the batch itself.
 type meterActivity struct {
-	max  int
-	idle time.Duration // Connected window when connections are not tracked
-	m    *metrics
+	max    int
+	idle   time.Duration // Connected window when connections are not tracked
+	window time.Duration // MeterActiveWindow: seen within it = active (bounded loads)
+	m      *metrics
 
 	mu         sync.Mutex
 	byKey      map[meterKey]*meterEntry
@@ -136,6 +137,65 @@ func (a *meterActivity) pushFront(e *meterEntry) {
 	if a.tail == nil {
 		a.tail = e
 	}
+}
+
+// ActiveMeters returns how many meters are active on this collector: admitted
+// or answered within Config.MeterActiveWindow. It is the load Config.MaxMeters
+// bounds (phloem_collector_meters_active).
+func (c *Collector) ActiveMeters() int {
+	return c.activity.active(time.Now(), 0)
+}
+
+// admit applies the bounded-load rule (Config.MaxMeters) to a request of meter:
+// a meter already active here is admitted (one map lookup under the lock); a
+// new one only while fewer than max meters are active, or when the meter says
+// every live collector refused it (fallback). An admitted meter is entered in
+// the table at once, before Kafka answers, so that concurrent newcomers count
+// against the bound and cannot all squeeze into the last free place.
+func (a *meterActivity) admit(tenant, meter string, max int, fallback bool, now time.Time) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	e := a.byKey[meterKey{tenant, meter}]
+	if e != nil && now.Sub(e.lastSeen) <= a.window {
+		return true
+	}
+	if !fallback && a.activeLocked(now, max) >= max {
+		return false
+	}
+	if e == nil {
+		if len(a.byKey) >= a.max {
+			a.evictOldest()
+		}
+		e = &meterEntry{key: meterKey{strings.Clone(tenant), strings.Clone(meter)}, firstSeen: now}
+		a.byKey[e.key] = e
+		a.m.metersTracked.Set(float64(len(a.byKey)))
+	} else {
+		a.unlink(e)
+	}
+	a.pushFront(e)
+	e.lastSeen = now
+	return true
+}
+
+// active counts the meters seen within the window, stopping at limit when
+// limit > 0. The list is in order of lastSeen (every update moves its entry to
+// the front with the current time), so the walk stops at the first stale
+// entry: O(active meters), bounded by limit on the admission path.
+func (a *meterActivity) active(now time.Time, limit int) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.activeLocked(now, limit)
+}
+
+func (a *meterActivity) activeLocked(now time.Time, limit int) int {
+	n := 0
+	for e := a.head; e != nil && now.Sub(e.lastSeen) <= a.window; e = e.next {
+		n++
+		if limit > 0 && n >= limit {
+			break
+		}
+	}
+	return n
 }
 
 // snapshot copies the table, most recently seen first.

@@ -36,6 +36,7 @@ const (
 	DefaultTopicEnsureTimeout  = 5 * time.Second
 	DefaultRetryDedupTTL       = 5 * time.Minute
 	DefaultRetryDedupEntries   = 65536
+	DefaultMeterActiveWindow   = 2 * time.Minute
 )
 
 // MeterClientTimeout is the meter's default client timeout for one ingest request
@@ -139,6 +140,26 @@ type Config struct {
 	TLSCertFile string
 	TLSKeyFile  string
 
+	// MaxMeters bounds the meters placed on this collector: consistent hashing
+	// with bounded loads (Mirrokni, Thorup, Zadimoghaddam 2016), enforced here.
+	// A request from a meter that is not active on this collector (see
+	// MeterActiveWindow), while MaxMeters meters are, is refused with 503,
+	// reason meters_full and header X-Phloem-Full: meters; the meter then moves
+	// at once to the next collector of its ring order. A request carrying
+	// X-Phloem-Placement: fallback (the meter found every live collector full)
+	// is always admitted: no meter is ever left without a collector. Operators
+	// set it to about ceil(1.1 × fleet size / collectors), which keeps the
+	// busiest collector within 1.10 × the mean; after a collector is lost the
+	// survivors' headroom is what absorbs its meters (beyond it, fallbacks).
+	// Default 0: unbounded (pure consistent hashing). At most MaxMetersTracked.
+	MaxMeters int
+	// MeterActiveWindow is how long a meter stays active on this collector
+	// (counted against MaxMeters, and admitted without the check) after its
+	// latest request was admitted or answered. It must exceed the meters'
+	// retry cap (meter BackoffCap, default 30s) and their idle gaps, or a
+	// meter in backoff loses its place. Default 2m.
+	MeterActiveWindow time.Duration
+
 	// BlockedMeters are meter ids refused with 403 whatever their token (an
 	// operator's switch for a misbehaving agent). Default none.
 	BlockedMeters []string
@@ -194,6 +215,7 @@ func DefaultConfig() Config {
 		FlushTimeout:        DefaultFlushTimeout,
 		RetryDedupTTL:       DefaultRetryDedupTTL,
 		RetryDedupEntries:   DefaultRetryDedupEntries,
+		MeterActiveWindow:   DefaultMeterActiveWindow,
 		TapBuffer:           DefaultTapBuffer,
 		TapWriteTimeout:     DefaultTapWriteTimeout,
 		TapHeartbeat:        DefaultTapHeartbeat,
@@ -271,6 +293,12 @@ func (c Config) Validate() error {
 	}
 	if _, err := compressionCodec(c.Compression); err != nil {
 		return fmt.Errorf("collector: %w", err)
+	}
+	if c.MaxMeters < 0 || c.MaxMeters > MaxMetersTracked {
+		return fmt.Errorf("collector: MaxMeters=%d must be in [0, %d] (0: unbounded)", c.MaxMeters, MaxMetersTracked)
+	}
+	if c.MaxMeters > 0 && c.MeterActiveWindow <= 0 {
+		return errors.New("collector: MeterActiveWindow must be positive when MaxMeters is set")
 	}
 	for _, m := range c.BlockedMeters {
 		if err := ValidMeterID(m); err != nil {

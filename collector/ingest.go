@@ -36,6 +36,12 @@ const (
 	HeaderXSeqBase = "X-Seq-Base"
 )
 
+// FailoverMeterFactor × Config.MaxMeters bounds the active meters up to which
+// a meter sent with X-Phloem-Placement: failover is admitted. It bounds a
+// cascade (each lost collector moves its meters onto the survivors) while
+// leaving room for one or two losses to be absorbed by ring successors.
+const FailoverMeterFactor = 2
+
 // ingestResult is the JSON body of a 200.
 type ingestResult struct {
 	Accepted int `json:"accepted"`
@@ -64,7 +70,12 @@ func (c *Collector) refuse(w http.ResponseWriter, path, rid string, f refusal) {
 	} else {
 		c.m.requests.WithLabelValues(path, codeLabel(f.code)).Inc()
 	}
-	if f.code >= 500 {
+	if f.reason == reasonMetersFull {
+		// Not a failure: placement working as designed.
+		h := w.Header()
+		h.Set(wire.HeaderFull, wire.FullMeters)
+		c.logger.Debug("request refused", "path", path, "code", f.code, "reason", f.reason, "request_id", rid, "err", f.msg)
+	} else if f.code >= 500 {
 		c.warn.Warn("refuse:"+f.reason, "request refused", "path", path, "code", f.code, "reason", f.reason, "request_id", rid, "err", f.msg)
 	} else {
 		c.logger.Debug("request refused", "path", path, "code", f.code, "reason", f.reason, "request_id", rid, "err", f.msg)
@@ -248,9 +259,25 @@ func (c *Collector) ingest(ctx context.Context, w http.ResponseWriter, r *http.R
 		return 0, &refusal{code: 413, reason: reasonTooLarge, msg: fmt.Sprintf("body of %d bytes exceeds the limit of %d bytes", r.ContentLength, maxBody)}
 	}
 
-	// 4. Admission: global capacity, then the tenant's rate.
+	// 4. Admission: placement (bounded loads), global capacity, then the
+	// tenant's rate.
 	if c.draining() {
 		return 0, &refusal{code: 503, reason: reasonShuttingDown, msg: "collector shutting down", retryAfter: c.adm.retryAfterUnavailable()}
+	}
+	if c.cfg.MaxMeters > 0 {
+		bound, fallback := c.cfg.MaxMeters, false
+		switch r.Header.Get(wire.HeaderPlacement) {
+		case wire.PlacementFallback:
+			fallback = true
+		case wire.PlacementFailover:
+			bound *= FailoverMeterFactor
+		}
+		if !c.activity.admit(tenant.ID, meter, bound, fallback, time.Now()) {
+			// Retry-After is for meters that do not know X-Phloem-Full: they
+			// come back here later instead of at their backoff's pace.
+			return 0, &refusal{code: 503, reason: reasonMetersFull, msg: fmt.Sprintf("collector holds its maximum of %d active meters: use the next collector of your ring order", c.cfg.MaxMeters),
+				retryAfter: c.adm.retryAfterUnavailable()}
+		}
 	}
 	if !c.adm.acquireRequest() {
 		return 0, &refusal{code: 503, reason: reasonOverRequests, msg: "collector over capacity (in-flight requests)", retryAfter: c.adm.retryAfterOverload()}

@@ -27,13 +27,14 @@ const (
 	reasonDeadline         = "deadline"          // 503
 	reasonClientGone       = "client_gone"       // no answer reached the client
 	reasonBadMethod        = "method"            // 405
+	reasonMetersFull       = "meters_full"       // 503 + X-Phloem-Full (MaxMeters)
 )
 
 var allReasons = []string{
 	reasonMalformed, reasonBadMeter, reasonUnauthenticated, reasonTenantDisabled, reasonMeterBlocked,
 	reasonTooLarge, reasonUnsupportedType, reasonRateLimited, reasonOverRequests, reasonOverBytes,
 	reasonOverTaps, reasonNotReady, reasonShuttingDown, reasonKafkaUnavailable, reasonDeadline,
-	reasonClientGone, reasonBadMethod,
+	reasonClientGone, reasonBadMethod, reasonMetersFull,
 }
 
 // otherTenant is the label value of tenants beyond the cardinality cap.
@@ -59,6 +60,7 @@ type metrics struct {
 	tlsReloads      *prometheus.CounterVec
 	metersTracked   prometheus.Gauge
 	metersEvicted   prometheus.Counter
+	metersActive    prometheus.Collector // GaugeFunc over the activity table, set by New
 	tenantLabelsCap int
 
 	// Per-tenant children cached, so the hot path does one map lookup under a
@@ -126,6 +128,9 @@ func (m *metrics) collectors() []prometheus.Collector {
 	cs := []prometheus.Collector{m.ingressBytes, m.ingressRecords, m.ingressBody, m.egressBytes, m.inflightReqs,
 		m.inflightBytes, m.rejected, m.requests, m.produceLatency, m.requestLatency,
 		m.tapDropped, m.produceErrors, m.retriesJoined, m.tlsReloads, m.metersTracked, m.metersEvicted}
+	if m.metersActive != nil {
+		cs = append(cs, m.metersActive)
+	}
 	if m.hubGauges != nil {
 		cs = append(cs, m.hubGauges)
 	}

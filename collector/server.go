@@ -93,6 +93,10 @@ func New(cfg Config, tenants TenantSource, logger *slog.Logger, reg prometheus.R
 	}
 	c.hubs = newHubs(cfg.TapBuffer, cfg.MaxTaps, c.m)
 	c.activity = newMeterActivity(MaxMetersTracked, cfg.IdleTimeout, c.m)
+	c.activity.window = cfg.MeterActiveWindow
+	c.m.metersActive = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "phloem", Subsystem: "collector", Name: "meters_active",
+		Help: "Meters active on this collector (a request admitted or answered within MeterActiveWindow): the load MaxMeters bounds."},
+		func() float64 { return float64(c.activity.active(time.Now(), 0)) })
 	if cfg.RetryDedupTTL > 0 {
 		c.limbo = newLimbo(cfg.RetryDedupTTL, cfg.RetryDedupEntries)
 	}

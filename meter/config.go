@@ -162,6 +162,14 @@ type Config struct {
 	// is skipped in favour of its ring successors before the meter tries it again.
 	// Default 30s.
 	FailoverHold time.Duration
+	// FullHold is how long a collector that answered 503 with X-Phloem-Full
+	// (it holds its MaxMeters and this meter is not one of them: bounded-load
+	// placement) is skipped in favour of the next collector of the ring order.
+	// Each mark lasts uniformly in [FullHold, 1.5 × FullHold), so that meters
+	// refused together do not come back together. When it ends the meter tries
+	// its owner again first: one extra request per FullHold while it is still
+	// full. Default 1m.
+	FullHold time.Duration
 
 	// ShutdownGrace is how long Run keeps sending after its context is cancelled;
 	// what is not acknowledged by then stays spooled for the next start. Default 5s.
@@ -196,6 +204,7 @@ func DefaultConfig() Config {
 		BackoffBase:          100 * time.Millisecond,
 		BackoffCap:           30 * time.Second,
 		FailoverHold:         30 * time.Second,
+		FullHold:             time.Minute,
 		ShutdownGrace:        5 * time.Second,
 		LogInterval:          10 * time.Second,
 	}
@@ -218,6 +227,7 @@ func (c Config) withDefaults() Config {
 	setDur(&c.BackoffBase, d.BackoffBase)
 	setDur(&c.BackoffCap, d.BackoffCap)
 	setDur(&c.FailoverHold, d.FailoverHold)
+	setDur(&c.FullHold, d.FullHold)
 	setDur(&c.ShutdownGrace, d.ShutdownGrace)
 	setDur(&c.LogInterval, d.LogInterval)
 	if c.SegmentBytes == 0 {
@@ -307,7 +317,8 @@ func (c Config) Validate() error {
 		name string
 		v    time.Duration
 	}{{"discovery interval", c.DiscoveryInterval}, {"request timeout", c.RequestTimeout}, {"dial timeout", c.DialTimeout},
-		{"fsync interval", c.FsyncInterval}, {"backoff base", c.BackoffBase}, {"shutdown grace", c.ShutdownGrace}} {
+		{"fsync interval", c.FsyncInterval}, {"backoff base", c.BackoffBase}, {"shutdown grace", c.ShutdownGrace},
+		{"failover hold", c.FailoverHold}, {"full hold", c.FullHold}} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s %v is negative", d.name, d.v))
 		}

@@ -23,10 +23,14 @@ func ringOf(t testing.TB, version uint64, names []string) *hashring.Ring {
 	return r
 }
 
-// TestPlacementBalanceAndRemoval is the acceptance check: 1,000 meters over 10
-// collectors, per-collector share peak/mean <= 1.10; one collector removed, its
-// meters spread over the others with no survivor taking more than 2x its fair
-// share of them, and no other meter moves.
+// TestPlacementBalanceAndRemoval measures PURE consistent hashing (the ring
+// order alone, no load bound): 1,000 meters over 10 collectors; one collector
+// removed, its meters spread over the others with no survivor taking more than
+// 2x its fair share of them, and no other meter moves. Pure hashing cannot meet
+// the peak/mean <= 1.10 (sampling noise, below): the acceptance check of
+// that is collector.TestBoundedLoadPlacement, where collectors enforce
+// Config.MaxMeters and meters follow X-Phloem-Full to their next ring successor
+// (consistent hashing with bounded loads).
 func TestPlacementBalanceAndRemoval(t *testing.T) {
 	const meters, collectors = 1000, 10
 	var names []string

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -40,6 +41,7 @@ const (
 	outConnError         // no response: dial refused, timeout, reset
 	outTooLarge          // 413
 	outRejected          // 400 and other 4xx
+	outFull              // 503 + X-Phloem-Full: placed elsewhere (bounded loads)
 )
 
 type result struct {
@@ -64,7 +66,8 @@ type sender struct {
 
 	ringVer uint64
 	cands   []string
-	down    map[string]time.Time // collector -> skip until
+	down    map[string]time.Time // collector -> skip until (connection failure)
+	full    map[string]time.Time // collector -> skip until (X-Phloem-Full)
 }
 
 func newSender(m *Meter, client *http.Client, codec *wire.Codec) *sender {
@@ -72,6 +75,7 @@ func newSender(m *Meter, client *http.Client, codec *wire.Codec) *sender {
 		m: m, client: client, codec: codec,
 		rnd:  rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 		down: make(map[string]time.Time),
+		full: make(map[string]time.Time),
 	}
 	if m.cfg.NewBackOff != nil {
 		s.bo = m.cfg.NewBackOff()
@@ -155,7 +159,8 @@ func (s *sender) deliver(ctx context.Context, recs []wire.Record) error {
 	last := recs[len(recs)-1].Seq
 	rejected := 0
 	for attempt := 0; ; attempt++ {
-		target := s.pick()
+		target, placement := s.pick()
+		fallback := placement == wire.PlacementFallback
 		var res result
 		if target == "" {
 			s.m.throttle.Warn("no-collector", "no collector known yet; waiting for discovery", "collectors", s.m.cfg.Collectors)
@@ -170,7 +175,7 @@ func (s *sender) deliver(ctx context.Context, recs []wire.Record) error {
 			if cb := cfg.OnAttempt; cb != nil {
 				cb(target)
 			}
-			res = s.post(ctx, target, encoding, len(recs))
+			res = s.post(ctx, target, encoding, placement)
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -213,6 +218,18 @@ func (s *sender) deliver(ctx context.Context, recs []wire.Record) error {
 			if s.allDown() {
 				s.m.disc.requestRefresh()
 			}
+		case outFull:
+			// Bounded loads: the collector is full of other meters. Skip it for
+			// FullHold (jittered) and try the next collector of the ring order
+			// at once: this is placement, not overload, so no backoff. At most
+			// one immediate attempt per collector, then the fallback attempt
+			// (which a collector must admit). A collector that refuses even the
+			// fallback is out of protocol: back off as for any 503.
+			s.full[target] = time.Now().Add(cfg.FullHold + time.Duration(s.rnd.Int64N(int64(cfg.FullHold/2)+1)))
+			if !fallback {
+				s.m.logger.Debug("collector full; trying the next one of the ring order", "collector", target, "detail", res.detail)
+				continue
+			}
 		}
 		if target != "" {
 			s.m.throttle.Warn("attempt:"+strconv.Itoa(int(res.kind)), "ingest attempt failed; backing off",
@@ -244,12 +261,21 @@ func (s *sender) ack(seq uint64) {
 }
 
 // pick returns the collector for the next attempt: the first of the meter's
-// placement that is not held down after a connection failure. When all are held,
-// the one whose hold ends first.
-func (s *sender) pick() string {
+// placement that is neither held down after a connection failure nor marked
+// full (bounded loads). When every live one is marked full, the first live one,
+// with fallback set (sent as X-Phloem-Placement: fallback, which the collector
+// must admit). When all are held down, the one whose hold ends first.
+//
+// Placement is thus sticky: a meter stays on the collector that accepted it
+// until that collector fails or a mark before it in the ring order expires;
+// then it tries its owner (and the ones before) again.
+//
+// The placement returned is "" (normal), wire.PlacementFailover (a collector before
+// target in the ring order is held down) or wire.PlacementFallback.
+func (s *sender) pick() (target, placement string) {
 	r := s.m.ring().Load()
 	if r.Len() == 0 {
-		return ""
+		return "", ""
 	}
 	if v := r.Version(); v != s.ringVer {
 		var prevOwner string
@@ -258,26 +284,65 @@ func (s *sender) pick() string {
 		}
 		s.cands = Placement(r, s.m.cfg.MeterID, s.cands)
 		s.ringVer = v
+		s.prune()
 		if prevOwner != "" && prevOwner != s.cands[0] {
 			s.m.logger.Info("placement changed", "from", prevOwner, "to", s.cands[0], "ring_version", v)
 		}
 	}
 	now := time.Now()
-	best := ""
+	best, firstFull := "", ""
 	var bestUntil time.Time
+	failover := ""
 	for _, c := range s.cands {
 		until, held := s.down[c]
-		if !held || now.After(until) {
-			if held {
-				delete(s.down, c)
-			}
-			return c
+		if held && now.After(until) {
+			delete(s.down, c)
+			held = false
 		}
-		if best == "" || until.Before(bestUntil) {
-			best, bestUntil = c, until
+		if held {
+			if best == "" || until.Before(bestUntil) {
+				best, bestUntil = c, until
+			}
+			failover = wire.PlacementFailover
+			continue
+		}
+		if s.isFull(c, now) {
+			if firstFull == "" {
+				firstFull = c
+			}
+			continue
+		}
+		return c, failover
+	}
+	if firstFull != "" {
+		return firstFull, wire.PlacementFallback
+	}
+	if s.isFull(best, now) {
+		return best, wire.PlacementFallback
+	}
+	return best, ""
+}
+
+// isFull reports whether c is marked full, forgetting an expired mark.
+func (s *sender) isFull(c string, now time.Time) bool {
+	until, ok := s.full[c]
+	if ok && now.After(until) {
+		delete(s.full, c)
+		return false
+	}
+	return ok
+}
+
+// prune forgets marks of collectors that left the placement, so that the maps
+// stay bounded by the candidates however often membership changes.
+func (s *sender) prune() {
+	for _, m := range []map[string]time.Time{s.down, s.full} {
+		for c := range m {
+			if !slices.Contains(s.cands, c) {
+				delete(m, c)
+			}
 		}
 	}
-	return best
 }
 
 func (s *sender) allDown() bool {
@@ -291,7 +356,7 @@ func (s *sender) allDown() bool {
 }
 
 // post sends s.enc to target once.
-func (s *sender) post(ctx context.Context, target, encoding string, n int) result {
+func (s *sender) post(ctx context.Context, target, encoding, placement string) result {
 	url := collectorURL(target, s.m.cfg.TLS.Enabled) + IngestPath
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(s.enc))
 	if err != nil {
@@ -305,6 +370,9 @@ func (s *sender) post(ctx context.Context, target, encoding string, n int) resul
 	}
 	req.Header.Set("X-Meter-Id", s.m.cfg.MeterID)
 	req.Header.Set("X-Request-Id", rid)
+	if placement != "" {
+		req.Header.Set(wire.HeaderPlacement, placement)
+	}
 	resp, err := s.client.Do(req)
 	if err != nil {
 		s.m.met.responses.WithLabelValues("error").Inc()
@@ -325,6 +393,8 @@ func (s *sender) post(ctx context.Context, target, encoding string, n int) resul
 	switch c := resp.StatusCode; {
 	case c >= 200 && c < 300:
 		res.kind = outOK
+	case c == http.StatusServiceUnavailable && resp.Header.Get(wire.HeaderFull) != "":
+		res.kind = outFull
 	case c == http.StatusRequestEntityTooLarge:
 		res.kind = outTooLarge
 	case c == http.StatusTooManyRequests || c == http.StatusRequestTimeout || c >= 500 ||

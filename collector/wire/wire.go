@@ -11,6 +11,26 @@ const (
 	ContentTypeNDJSON = "application/x-ndjson"
 )
 
+// Bounded-load placement headers of the ingest protocol (collector and meter
+// both take them from here).
+const (
+	// HeaderFull is set on the 503 of a collector that holds its maximum of
+	// active meters and refuses a new one (value FullMeters). It is placement,
+	// not overload: the meter moves at once to the next collector of its ring
+	// order instead of backing off.
+	HeaderFull = "X-Phloem-Full"
+	FullMeters = "meters"
+	// HeaderPlacement tells a collector why the meter comes to it.
+	// PlacementFallback: every live collector answered HeaderFull, so the
+	// request is admitted whatever the bound. PlacementFailover: a collector
+	// before this one in the meter's ring order is down; it is admitted up to a
+	// higher bound, so that a lost collector's meters spread over their ring
+	// successors as with plain consistent hashing.
+	HeaderPlacement   = "X-Phloem-Placement"
+	PlacementFallback = "fallback"
+	PlacementFailover = "failover"
+)
+
 // Record is one telemetry record.
 //
 // When a Record comes out of DecodeBatch, Payload aliases the decoded input
