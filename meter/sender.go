@@ -158,6 +158,12 @@ func (s *sender) deliver(ctx context.Context, recs []wire.Record) error {
 	}
 	last := recs[len(recs)-1].Seq
 	rejected := 0
+	// fullMoves counts the immediate (no backoff) moves after X-Phloem-Full
+	// since the last sleep. Marks normally stop the moves after one per
+	// collector (then fallback), but a mark may expire before the next pick
+	// (FullHold shorter than a round trip), so the bound is also kept here: a
+	// meter whose collectors all answer full must never loop without sleeping.
+	fullMoves := 0
 	for attempt := 0; ; attempt++ {
 		target, placement := s.pick()
 		fallback := placement == wire.PlacementFallback
@@ -226,7 +232,8 @@ func (s *sender) deliver(ctx context.Context, recs []wire.Record) error {
 			// (which a collector must admit). A collector that refuses even the
 			// fallback is out of protocol: back off as for any 503.
 			s.full[target] = time.Now().Add(cfg.FullHold + time.Duration(s.rnd.Int64N(int64(cfg.FullHold/2)+1)))
-			if !fallback {
+			if !fallback && fullMoves < len(s.cands) {
+				fullMoves++
 				s.m.logger.Debug("collector full; trying the next one of the ring order", "collector", target, "detail", res.detail)
 				continue
 			}
@@ -249,6 +256,7 @@ func (s *sender) deliver(ctx context.Context, recs []wire.Record) error {
 			return ctx.Err()
 		case <-t.C:
 		}
+		fullMoves = 0
 	}
 }
 

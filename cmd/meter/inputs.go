@@ -240,6 +240,7 @@ type tailer struct {
 	f       *os.File
 	off     int64
 	partial []byte
+	skip    bool // dropping the rest of an over-long line, up to its newline
 	buf     []byte
 }
 
@@ -261,7 +262,7 @@ func (t *tailer) step(ctx context.Context, first *bool) error {
 			t.in.throttle.Warn("tail-open", "cannot open tailed file", "path", t.path, "error", err)
 			return nil
 		}
-		t.f, t.off, t.partial = f, 0, t.partial[:0]
+		t.f, t.off, t.partial, t.skip = f, 0, t.partial[:0], false
 		if *first && !t.fromStart {
 			if t.off, err = f.Seek(0, io.SeekEnd); err != nil {
 				return fmt.Errorf("cannot seek tailed file %s: %w", t.path, err)
@@ -300,7 +301,7 @@ func (t *tailer) step(ctx context.Context, first *bool) error {
 		if _, err := t.f.Seek(0, io.SeekStart); err != nil {
 			return fmt.Errorf("cannot rewind truncated file %s: %w", t.path, err)
 		}
-		t.off, t.partial = 0, t.partial[:0]
+		t.off, t.partial, t.skip = 0, t.partial[:0], false
 		return t.drain(ctx)
 	}
 	return nil
@@ -319,15 +320,29 @@ func (t *tailer) drain(ctx context.Context) error {
 		for len(data) > 0 {
 			i := bytes.IndexByte(data, '\n')
 			if i < 0 {
-				if len(t.partial)+len(data) > maxLine {
+				switch {
+				case t.skip:
+				case len(t.partial)+len(data) > maxLine:
 					t.in.drop("line_too_long", "tailed line longer than the record limit; dropped", "path", t.path)
-					t.partial = t.partial[:0]
-				} else {
+					// Skip the rest of the line up to its newline: its tail is
+					// not a record, and the line is counted once.
+					t.partial, t.skip = t.partial[:0], true
+				default:
 					t.partial = append(t.partial, data...)
 				}
 				break
 			}
 			line := data[:i]
+			data = data[i+1:]
+			if t.skip {
+				t.skip = false // the over-long line ends here
+				continue
+			}
+			if len(t.partial)+len(bytes.TrimRight(line, "\r")) > maxLine {
+				t.in.drop("line_too_long", "tailed line longer than the record limit; dropped", "path", t.path)
+				t.partial = t.partial[:0]
+				continue
+			}
 			if len(t.partial) > 0 {
 				line = append(t.partial, line...)
 				t.partial = nil // line owns that array now
@@ -335,7 +350,6 @@ func (t *tailer) drain(ctx context.Context) error {
 			if line = bytes.TrimRight(line, "\r"); len(line) > 0 {
 				lines = append(lines, line)
 			}
-			data = data[i+1:]
 		}
 		if err := t.in.emitAll(ctx, lines); err != nil {
 			return err

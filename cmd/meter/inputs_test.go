@@ -211,3 +211,26 @@ func TestHostMetricsEndToEnd(t *testing.T) {
 	require.NotEmpty(t, rec.Net)
 	require.NotNil(t, rec.CPU.BusyRatio)
 }
+
+// TestTailDropsOverlongLineOnce: a tailed line longer than the record limit,
+// spread over many reads, is dropped whole and counted once; its tail is not
+// emitted as a record of its own, and the next line is read.
+func TestTailDropsOverlongLineOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "long.log")
+	appendFile(t, path, "before\n"+strings.Repeat("z", 3*maxLine)+"\nafter\n")
+	sink := &lineSink{}
+	in := testInputs(sink)
+	in.dropped = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dropped_total", Help: "x"}, []string{"reason"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- in.tail(ctx, tailConfig{path: path, poll: 5 * time.Millisecond, fromStart: true}) }()
+	require.Eventually(t, func() bool { n := len(sink.get()); return n > 0 && sink.get()[n-1] == "after" }, 5*time.Second, 2*time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+	var lens []int
+	for _, l := range sink.get() {
+		lens = append(lens, len(l))
+	}
+	require.Equal(t, []int{len("before"), len("after")}, lens, "lengths of the records emitted")
+	require.Equal(t, 1.0, testutil.ToFloat64(in.dropped.WithLabelValues("line_too_long")))
+}

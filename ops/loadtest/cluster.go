@@ -343,10 +343,25 @@ func (cl *cluster) numSlots() int {
 	return len(cl.slots)
 }
 
+// slot returns slot idx, or an error when it does not exist (yet): an event may
+// name a collector that an add_collector later in the run creates, so a bad
+// order fails that event instead of the whole harness.
+func (cl *cluster) slot(idx int) (*collectorSlot, error) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if idx < 0 || idx >= len(cl.slots) {
+		return nil, fmt.Errorf("collector %d does not exist (%d collectors so far)", idx, len(cl.slots))
+	}
+	return cl.slots[idx], nil
+}
+
 // startCollector starts slot idx's collector on its address.
 func (cl *cluster) startCollector(idx int) error {
+	s, err := cl.slot(idx)
+	if err != nil {
+		return err
+	}
 	cl.mu.Lock()
-	s := cl.slots[idx]
 	running := s.inst != nil
 	cl.mu.Unlock()
 	if running {
@@ -366,11 +381,8 @@ func (cl *cluster) startCollector(idx int) error {
 	if cfg.RecordDeliveryTimeout > cfg.IngestTimeout {
 		cfg.RecordDeliveryTimeout = cfg.IngestTimeout
 	}
-	reg := prometheus.NewRegistry()
-	c, err := collector.New(cfg, cl.watcher, cl.logger.With("component", "collector", "collector", cfg.CollectorID), reg)
-	if err != nil {
-		return fmt.Errorf("cannot build collector %d: %w", idx, err)
-	}
+	// Listen first: a Collector that is built but never Run has no way to
+	// close its Kafka client.
 	var ln net.Listener
 	// The port may linger for a moment after a kill; retry briefly.
 	for try := 0; ; try++ {
@@ -382,6 +394,12 @@ func (cl *cluster) startCollector(idx int) error {
 	}
 	if err != nil {
 		return fmt.Errorf("cannot listen for collector %d on %s: %w", idx, s.addr, err)
+	}
+	reg := prometheus.NewRegistry()
+	c, err := collector.New(cfg, cl.watcher, cl.logger.With("component", "collector", "collector", cfg.CollectorID), reg)
+	if err != nil {
+		_ = ln.Close() // nothing served on it yet; the build error is the one to report
+		return fmt.Errorf("cannot build collector %d: %w", idx, err)
 	}
 	tl := newTrackingListener(ln)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -398,8 +416,11 @@ func (cl *cluster) startCollector(idx int) error {
 // and Run's context is cancelled so that its goroutines and producer go away.
 // It does not wait for Run: the address is free as soon as the listener closed.
 func (cl *cluster) killCollector(idx int) error {
+	s, err := cl.slot(idx)
+	if err != nil {
+		return err
+	}
 	cl.mu.Lock()
-	s := cl.slots[idx]
 	inst := s.inst
 	s.inst = nil
 	cl.mu.Unlock()
