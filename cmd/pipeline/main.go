@@ -235,10 +235,13 @@ func serve(ctx context.Context, o *options, logger *slog.Logger, stdout io.Write
 		return err
 	}
 
-	adminLn, err := net.Listen("tcp", o.adminListen)
+	// Listen before building the components: a collector or consumer that was
+	// built never runs without its listener, and only Run releases its client.
+	lns, err := listenAll(map[string]string{"admin": o.adminListen, "collector": o.listen, "phloem": o.phloemListen})
 	if err != nil {
-		return fmt.Errorf("cannot listen on admin address %s: %w", o.adminListen, err)
+		return err
 	}
+	adminLn, collLn, phLn := lns["admin"], lns["collector"], lns["phloem"]
 	adm1 := admin.New(admin.Config{}, logger.With("component", "admin"), reg)
 
 	// Data tier: collector and consumer.
@@ -253,10 +256,6 @@ func serve(ctx context.Context, o *options, logger *slog.Logger, stdout io.Write
 		return err
 	}
 	coll.RegisterReadyChecks(adm1)
-	collLn, err := net.Listen("tcp", o.listen)
-	if err != nil {
-		return fmt.Errorf("cannot listen on collector address %s: %w", o.listen, err)
-	}
 	goStage(data, "collector", func() error { return coll.Run(dataCtx, collLn) })
 
 	pcfg := consumer.DefaultConfig()
@@ -267,10 +266,6 @@ func serve(ctx context.Context, o *options, logger *slog.Logger, stdout io.Write
 		return err
 	}
 	adm1.AddReadyCheck("phloem", cons.Ready)
-	phLn, err := net.Listen("tcp", o.phloemListen)
-	if err != nil {
-		return fmt.Errorf("cannot listen on phloem address %s: %w", o.phloemListen, err)
-	}
 	goStage(data, "phloem consumer", func() error { return cons.Run(dataCtx, phLn) })
 
 	mon, err := ops.New(ops.DefaultConfig(), ops.Sources{Gatherer: reg, Meters: coll, Instance: "pipeline"}, logger, reg)
@@ -307,6 +302,24 @@ func serve(ctx context.Context, o *options, logger *slog.Logger, stdout io.Write
 	}
 	logger.Info("shutting down", "timeout", o.shutdownTimeout)
 	return nil
+}
+
+// listenAll opens every named address, or none: on an error it closes the
+// listeners it opened.
+func listenAll(addrs map[string]string) (map[string]net.Listener, error) {
+	lns := make(map[string]net.Listener, len(addrs))
+	for name, addr := range addrs {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			var errs []error
+			for _, l := range lns {
+				errs = append(errs, l.Close())
+			}
+			return nil, errors.Join(append(errs, fmt.Errorf("cannot listen on %s address %s: %w", name, addr, err))...)
+		}
+		lns[name] = ln
+	}
+	return lns, nil
 }
 
 // stopStages stops stages last-started first, within timeout in all.

@@ -12,6 +12,7 @@ package procrun
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -50,10 +51,16 @@ func NewInfra(ctx context.Context) (*Infra, context.Context) {
 	return &Infra{ctx: infraCtx, cancel: cancel, cancelApp: cancelApp}, appCtx
 }
 
-// Go runs fn until Stop; an error from it is named and stops the component.
+// Go runs fn until Stop. An error from it, or a return before Stop, is named
+// and stops the component: a process must not go on without its broker, watcher
+// or admin listener.
 func (i *Infra) Go(name string, fn func(context.Context) error) {
 	i.g.Go(func() error {
-		if err := fn(i.ctx); err != nil {
+		err := fn(i.ctx)
+		if err == nil && i.ctx.Err() == nil {
+			err = errors.New("stopped before the process was told to stop")
+		}
+		if err != nil {
 			i.cancelApp()
 			return fmt.Errorf("%s: %w", name, err)
 		}

@@ -39,3 +39,14 @@ func TestInfraOutlivesTheProcessContext(t *testing.T) {
 	require.NoError(t, infra.Stop())
 	<-stopped
 }
+
+func TestInfraEarlyReturnStopsTheComponent(t *testing.T) {
+	infra, appCtx := NewInfra(context.Background())
+	infra.Go("admin listener", func(context.Context) error { return nil })
+	select {
+	case <-appCtx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("an infrastructure goroutine that returns early must stop the component")
+	}
+	require.ErrorContains(t, infra.Stop(), "admin listener: stopped before")
+}
