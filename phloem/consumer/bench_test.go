@@ -107,11 +107,13 @@ func BenchmarkThroughputVsBare(b *testing.B) {
 		t0 = time.Now()
 		c, stop := e.startStoppable(cfg, prometheus.NewRegistry(), nil)
 		var firstIn time.Duration
+		var peakPending float64
 		for testutil.ToFloat64(c.metrics.recordsOut.WithLabelValues("discard")) < records {
 			if firstIn == 0 && testutil.ToFloat64(c.metrics.recordsIn) > 0 {
 				firstIn = time.Since(t0)
 			}
 			time.Sleep(time.Millisecond)
+			peakPending = max(peakPending, testutil.ToFloat64(c.metrics.pendingBytes))
 			if time.Since(t0) > time.Minute {
 				b.Fatalf("phloem stuck: in %v out %v unrouted %v dropped %v paused %v pauses %v",
 					testutil.ToFloat64(c.metrics.recordsIn), testutil.ToFloat64(c.metrics.recordsOut.WithLabelValues("discard")),
@@ -120,7 +122,7 @@ func BenchmarkThroughputVsBare(b *testing.B) {
 			}
 		}
 		if os.Getenv("PHLOEM_BENCH_VERBOSE") != "" {
-			b.Logf("phloem: first record after %v, all after %v; bare all after %v", firstIn, time.Since(t0), bareIter)
+			b.Logf("phloem: first record after %v, all after %v; bare all after %v; peak pending %.0f pauses %v", firstIn, time.Since(t0), bareIter, peakPending, testutil.ToFloat64(c.metrics.pauses))
 		}
 		phIter := time.Since(t0) - firstIn
 		phTotal += phIter

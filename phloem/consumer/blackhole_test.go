@@ -109,7 +109,14 @@ func TestBlackholeSinkIsolation(t *testing.T) {
 	cfg.HTTPTimeout = 500 * time.Millisecond
 	cfg.RetryCap = time.Second
 	cfg.MaxPollRecords = 2_000
-	bound := int64(4)*cfg.SinkQueueBytes + int64(cfg.FetchMaxBytes) + int64(cfg.MaxPollRecords)*(300+itemOverhead)
+	cfg.PendingMaxBytes = 4 << 20
+	cfg.PendingPartitionBytes = 512 << 10
+	// One poll's records, each counted as its payload (about 150 bytes here) plus
+	// itemOverhead: how far the held records may overshoot the pending budget.
+	pollBytes := int64(cfg.MaxPollRecords) * (300 + itemOverhead)
+	// The consumer's memory bound: the sink queues, franz-go's fetch buffers and the
+	// pending budget (plus one poll's overshoot).
+	bound := int64(4)*cfg.SinkQueueBytes + int64(cfg.FetchMaxBytes) + cfg.PendingMaxBytes + pollBytes
 	reg := prometheus.NewRegistry()
 	c := e.start(cfg, reg)
 
@@ -122,7 +129,8 @@ func TestBlackholeSinkIsolation(t *testing.T) {
 		return n
 	}
 	// measure returns the healthy tenants' delivery rate over d, and the peak heap
-	// and peak queued bytes seen meanwhile.
+	// and peak queued plus pending bytes seen meanwhile.
+	var peakPending float64
 	measure := func(d time.Duration) (rate float64, peakHeap uint64, peakQueued float64) {
 		start, n0 := time.Now(), healthyDelivered()
 		tk := time.NewTicker(100 * time.Millisecond)
@@ -136,7 +144,9 @@ func TestBlackholeSinkIsolation(t *testing.T) {
 			for _, s := range []string{"s-hole", "s-ok1", "s-ok2", "s-ok3"} {
 				q += testutil.ToFloat64(c.metrics.queueBytes.WithLabelValues(s))
 			}
-			peakQueued = max(peakQueued, q)
+			p := testutil.ToFloat64(c.metrics.pendingBytes)
+			peakPending = max(peakPending, p)
+			peakQueued = max(peakQueued, q+p)
 		}
 		return float64(healthyDelivered()-n0) / time.Since(start).Seconds(), peakHeap, peakQueued
 	}
@@ -152,6 +162,28 @@ func TestBlackholeSinkIsolation(t *testing.T) {
 	during, holeHeap, holeQ := measure(phase)
 	paused := testutil.ToFloat64(c.metrics.pausedPartitions)
 	holeQueue := testutil.ToFloat64(c.metrics.queueDepth.WithLabelValues("s-hole"))
+	// The blackholed tenant's partitions hold at most their share of the pending
+	// budget (plus one poll), and those that reached it are paused: the stuck sink
+	// cannot take the budget the healthy tenants need to absorb their own hiccups.
+	var holePending int64
+	var holeParts, holePaused int
+	c.stateMu.Lock()
+	for _, ps := range c.parts {
+		if ps.tenant != "hole" {
+			continue
+		}
+		holeParts++
+		holePending += ps.pendingBytes
+		require.LessOrEqual(t, ps.pendingBytes, cfg.PendingPartitionBytes+pollBytes, "partition %d", ps.partition)
+		if ps.pendingBytes > cfg.PendingPartitionBytes {
+			require.True(t, ps.fetchPaused, "partition %d is over its pending share but not paused", ps.partition)
+		}
+		if ps.fetchPaused {
+			holePaused++
+		}
+	}
+	c.stateMu.Unlock()
+	require.Positive(t, holePaused)
 
 	// Recovery: the blackhole starts answering 200.
 	bh.black.Store(false)
@@ -174,12 +206,13 @@ func TestBlackholeSinkIsolation(t *testing.T) {
 
 	t.Logf("phase %v, target %d rec/s per tenant (%d for the healthy tenants)", phase, perSec, perSec*len(healthyTenants))
 	t.Logf("healthy delivery rate: baseline %.0f rec/s, with blackhole %.0f rec/s (%.1f%%)", base, during, 100*during/base)
-	t.Logf("blackhole phase: %v paused partitions, hole queue %v records; peak queued bytes %.0f (bound of sink queues %d)",
-		paused, holeQueue, holeQ, 4*cfg.SinkQueueBytes)
+	t.Logf("blackhole phase: %v paused partitions (%d of the hole tenant's %d), hole queue %v records, hole pending %d bytes; peak queued+pending bytes %.0f, peak pending %.0f (bound: sink queues %d + pending budget %d + one poll %d)",
+		paused, holePaused, holeParts, holeQueue, holePending, holeQ, peakPending, 4*cfg.SinkQueueBytes, cfg.PendingMaxBytes, pollBytes)
 	t.Logf("Go heap in use (whole test process, incl. the in-process broker's stored data): baseline peak %d MiB, blackhole peak %d MiB; consumer bound %d MiB",
 		baseHeap>>20, holeHeap>>20, bound>>20)
 	t.Logf("hole tenant: %d records produced, all delivered after recovery (%d deliveries incl. duplicates); baseline queued peak %.0f",
 		holeN, holeCol.total, baseQ)
 	require.GreaterOrEqual(t, during, 0.9*base)
-	require.LessOrEqual(t, holeQ, float64(4*cfg.SinkQueueBytes))
+	require.LessOrEqual(t, peakPending, float64(cfg.PendingMaxBytes+pollBytes))
+	require.LessOrEqual(t, holeQ, float64(4*cfg.SinkQueueBytes+cfg.PendingMaxBytes+pollBytes))
 }

@@ -40,10 +40,9 @@ type Config struct {
 	CommitInterval time.Duration
 	// CommitTimeout bounds each commit request. Default 10s.
 	CommitTimeout time.Duration
-	// MaxPollRecords bounds the records taken per poll, and so the records a paused
-	// partition keeps back in its pending slice. Default 5_000: a quarter of a
-	// default sink queue, so that one poll alone does not fill a queue and pause its
-	// partitions.
+	// MaxPollRecords bounds the records taken per poll, and so how far one poll can
+	// overshoot the pending budget. Default 5_000: a quarter of a default sink
+	// queue, so that one poll alone does not fill a queue.
 	MaxPollRecords int
 	// FetchMaxBytes and FetchMaxPartitionBytes bound franz-go's fetch buffers
 	// (kgo.FetchMaxBytes, kgo.FetchMaxPartitionBytes). Defaults 16 MiB and 1 MiB.
@@ -60,6 +59,24 @@ type Config struct {
 	// the bound that caps memory.
 	SinkQueueRecords int
 	SinkQueueBytes   int64
+	// PendingMaxBytes and PendingPartitionBytes are the pending budget: when a sink
+	// queue is full, the records of the partitions that feed it are held back, in
+	// order, in the poll loop (counted like queued records: payload plus
+	// itemOverhead) and re-offered as the queue drains, and a partition is paused
+	// (kgo PauseFetchPartitions) only once its held records exceed
+	// PendingPartitionBytes or all partitions' held records exceed PendingMaxBytes.
+	// Pausing is expensive (franz-go drops the partition's buffered, decoded records
+	// and fetches them again), and on a busy machine a fast sink's connector is
+	// often off CPU for a few milliseconds; the budget absorbs that. The
+	// per-partition share stops one stuck sink's partitions from taking the whole
+	// budget: they pause when they reach their share and leave the rest to the
+	// others. Held records may exceed the budget by at most one poll
+	// (MaxPollRecords records), since a partition is paused after the poll that
+	// crossed it; they are part of the memory bound (see the package doc). Defaults
+	// 16 MiB (the default FetchMaxBytes) and 4 MiB; zero pauses a congested
+	// partition at once.
+	PendingMaxBytes       int64
+	PendingPartitionBytes int64
 	// LowWater is the fraction of the queue bounds below which a sink that refused
 	// records lets paused partitions resume. Default 0.5; must be in [0, 1).
 	LowWater float64
@@ -106,6 +123,8 @@ func DefaultConfig() Config {
 		FetchMaxPartitionBytes: 1 << 20,
 		SinkQueueRecords:       20_000,
 		SinkQueueBytes:         16 << 20,
+		PendingMaxBytes:        16 << 20,
+		PendingPartitionBytes:  4 << 20,
 		LowWater:               0.5,
 		SinkBatchRecords:       1_000,
 		SinkBatchBytes:         1 << 20,
@@ -154,6 +173,9 @@ func (c Config) Validate() error {
 	}
 	if c.SinkQueueBytes < 1 || c.SinkBatchBytes < 1 || c.FetchMaxBytes < 1 || c.FetchMaxPartitionBytes < 1 {
 		return errors.New("consumer: SinkQueueBytes, SinkBatchBytes, FetchMaxBytes and FetchMaxPartitionBytes must be positive")
+	}
+	if c.PendingMaxBytes < 0 || c.PendingPartitionBytes < 0 {
+		return errors.New("consumer: PendingMaxBytes and PendingPartitionBytes must not be negative")
 	}
 	if c.LowWater < 0 || c.LowWater >= 1 {
 		return fmt.Errorf("consumer: LowWater %v must be in [0, 1)", c.LowWater)

@@ -11,15 +11,22 @@
 // goroutine) turns each polled record into an item and hands it to the bounded queue
 // of every matching sink (the tenant's own sinks plus the "*" sinks) WITHOUT
 // blocking: a record goes to all of its sinks or to none. When a queue is full the
-// poll loop first yields the processor a few times (runtime.Gosched, never a wait)
-// so that a runnable connector can drain it, because a pause makes franz-go drop
-// the partition's buffered records and fetch them again; if the records still do
-// not fit, it pauses the partition (kgo PauseFetchPartitions) and keeps the records
-// that did not fit in that partition's pending slice (at most one poll's worth:
-// franz-go returns nothing more for a paused partition). When the queue drains below
-// its low-water mark it wakes the poll loop, which re-offers the pending records in
-// order and resumes the partition. Other tenants' partitions keep flowing. The poll
-// loop never dials, never writes to a peer and never waits on a sink.
+// records that did not fit are held, in order, in their partition's pending slice,
+// and so are the partition's next records; every poll re-offers them first. A
+// pause (kgo PauseFetchPartitions) makes franz-go drop the partition's buffered,
+// already decoded records and fetch them again, which is expensive, and on a busy
+// machine a fast sink's connector is often just off CPU for a few milliseconds, so
+// a partition is paused only when its held records exceed the pending budget: its
+// share, Config.PendingPartitionBytes, or all partitions' PendingMaxBytes. Even
+// then the poll loop first yields the processor (runtime.Gosched, re-offering after
+// each yield; at most maxYields times and maxYieldTime, never a sleep or a blocking
+// wait) so that a runnable connector can drain, and pauses only the partitions
+// still over budget. A stuck sink's partitions fill their share and pause; the
+// share keeps them from taking the whole budget from the other tenants. When the
+// queue drains below its low-water mark it wakes the poll loop, which re-offers the
+// pending records in order and resumes the partition once they are all placed.
+// Other tenants' partitions keep flowing. The poll loop never dials, never writes
+// to a peer and never waits on a sink.
 //
 // Each sink has a connector goroutine that owns everything that touches its peer:
 // building the transport, dialling, delivering batches, health (the sink_healthy
@@ -92,14 +99,18 @@
 // # Memory bound
 //
 // Each sink's queue is bounded by SinkQueueRecords and SinkQueueBytes, counting the
-// batch being delivered; a paused partition keeps at most MaxPollRecords pending;
-// franz-go's buffers are bounded by FetchMaxBytes. A queued item points at the
+// batch being delivered; the records held for congested partitions are bounded by
+// PendingMaxBytes (each partition by PendingPartitionBytes), overshot by at most
+// one poll (MaxPollRecords records), since a partition is paused after the poll
+// that crossed its budget and franz-go returns nothing more for it; franz-go's
+// buffers are bounded by FetchMaxBytes. A queued or held item points at the
 // kgo.Record franz-go returned (its headers are parsed only by sinks that format
 // lines, off the poll loop), and each item counts its payload plus itemOverhead
-// (about 512 bytes: the item, the record, its headers) against SinkQueueBytes. The
-// record aliases its fetched batch, so a queued record can keep its whole fetched
-// batch alive: the bound is on the order of sinks × SinkQueueBytes + FetchMaxBytes
-// + MaxPollRecords records.
+// (about 512 bytes: the item, the record, its headers) against SinkQueueBytes and
+// the pending budget. The record aliases its fetched batch, so a queued record can
+// keep its whole fetched batch alive: the bound is on the order of sinks ×
+// SinkQueueBytes + FetchMaxBytes + PendingMaxBytes + MaxPollRecords records. The
+// pending_bytes gauge shows the held bytes.
 //
 // # Goroutines, concurrency, shutdown
 //

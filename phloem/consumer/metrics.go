@@ -17,6 +17,7 @@ type metrics struct {
 	sinkHealthy      *prometheus.GaugeVec
 	pausedPartitions prometheus.Gauge
 	pauses           prometheus.Counter
+	pendingBytes     prometheus.Gauge
 	assigned         prometheus.Gauge
 	lag              prometheus.Gauge
 	commitLatency    prometheus.Histogram
@@ -53,6 +54,8 @@ func newMetrics() *metrics {
 			Help: "Partitions whose fetching is paused because a sink queue is full."}),
 		pauses: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "partition_pauses_total",
 			Help: "Times a partition was paused because a sink queue was full (backpressure events)."}),
+		pendingBytes: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "pending_bytes",
+			Help: "Bytes (payload plus per-record overhead) of fetched records held back for partitions whose sink queue is full."}),
 		assigned: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "assigned_partitions",
 			Help: "Partitions assigned to this member."}),
 		lag: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "lag_records",
@@ -82,7 +85,7 @@ func newMetrics() *metrics {
 
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.recordsIn, m.bytesIn, m.recordsOut, m.bytesOut, m.queueDepth, m.queueBytes,
-		m.sinkErrors, m.sinkHealthy, m.pausedPartitions, m.pauses, m.assigned, m.lag, m.commitLatency, m.commitErrors,
+		m.sinkErrors, m.sinkHealthy, m.pausedPartitions, m.pauses, m.pendingBytes, m.assigned, m.lag, m.commitLatency, m.commitErrors,
 		m.rebalance, m.unrouted, m.dropped, m.rewinds, m.streamDropped, m.streamSubs, m.fetchErrors}
 }
 

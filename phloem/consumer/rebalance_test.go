@@ -39,6 +39,7 @@ func TestRebalanceCallbacksWithDeadSinks(t *testing.T) {
 	}
 	cfg := e.testConfig()
 	cfg.SinkQueueRecords = 500
+	cfg.PendingPartitionBytes = 64 << 10 // small: the partitions hold a little, then pause
 	cfg.ShutdownTimeout = 100 * time.Millisecond
 	cfg.SinkDrainTimeout = 100 * time.Millisecond
 	members := func(cs ...*Consumer) bool {

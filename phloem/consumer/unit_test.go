@@ -157,6 +157,7 @@ func TestRemovedSinkAbandonsAndRewinds(t *testing.T) {
 	e.waitSink("dead", "url", bh.url())
 	cfg := e.testConfig()
 	cfg.SinkQueueRecords = 300
+	cfg.PendingPartitionBytes = 64 << 10 // small: the partitions hold a little, then pause
 	cfg.SinkDrainTimeout = 200 * time.Millisecond
 	c := e.start(cfg, prometheus.NewRegistry())
 	e.produce("acme", 5, 0, 2000)
@@ -170,4 +171,41 @@ func TestRemovedSinkAbandonsAndRewinds(t *testing.T) {
 	require.Positive(t, testutil.ToFloat64(c.metrics.rewinds))
 	t.Logf("abandoned %v records, %v partition rewinds, good sink got %d deliveries of 2000 records",
 		testutil.ToFloat64(c.metrics.dropped.WithLabelValues("abandoned")), testutil.ToFloat64(c.metrics.rewinds), col.total)
+}
+
+// TestPendingBudget: a congested partition holds records up to its share of the
+// pending budget, all partitions together up to the total, and the accounting
+// returns to zero when the held records are placed or dropped.
+func TestPendingBudget(t *testing.T) {
+	c := &Consumer{cfg: Config{PendingMaxBytes: 3000, PendingPartitionBytes: 2000}, held: make(map[tp]*partState)}
+	items := func(n int) []*item {
+		out := make([]*item, n)
+		for i := range out {
+			out[i] = &item{size: 500}
+		}
+		return out
+	}
+	a := &partState{topic: "t", partition: 0}
+	b := &partState{topic: "t", partition: 1}
+	c.holdLocked(a, items(4)) // 2000: at its share, not over
+	require.True(t, a.held)
+	require.False(t, c.partOverBudgetLocked(a))
+	require.False(t, c.overBudgetLocked())
+	c.holdLocked(a, items(1)) // 2500: over its share
+	require.True(t, c.partOverBudgetLocked(a))
+	require.False(t, c.partOverBudgetLocked(b)) // not held
+	c.holdLocked(b, items(2))                   // total 3500: over the total budget
+	require.True(t, c.partOverBudgetLocked(b))
+	require.Equal(t, int64(3500), c.pendingBytes)
+
+	a.fetchPaused, b.fetchPaused = true, true
+	c.nFetchPaused = 2
+	require.False(t, c.overBudgetLocked(), "paused partitions are not paused again")
+	require.True(t, c.unholdLocked(a))
+	require.Equal(t, int64(1000), c.pendingBytes)
+	require.False(t, c.partOverBudgetLocked(b))
+	require.True(t, c.unholdLocked(b))
+	require.Zero(t, c.pendingBytes)
+	require.Zero(t, c.nFetchPaused)
+	require.Empty(t, c.held)
 }
