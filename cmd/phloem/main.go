@@ -21,6 +21,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,6 +56,7 @@ type options struct {
 	logLevel     string
 	logFormat    string
 	pprof        bool
+	memoryLimit  int64
 }
 
 func parse(args []string, stderr io.Writer) (*options, error) {
@@ -83,6 +85,9 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.Int64Var(&c.SinkQueueBytes, "sink-queue-bytes", ee.Int("SINK_QUEUE_BYTES", c.SinkQueueBytes), "per-sink queue bound in bytes (PHLOEM_SINK_QUEUE_BYTES)")
 	fs.IntVar(&c.MaxPollRecords, "max-poll-records", int(ee.Int("MAX_POLL_RECORDS", int64(c.MaxPollRecords))), "records per poll (PHLOEM_MAX_POLL_RECORDS)")
 	fetchMax := fs.Int64("fetch-max-bytes", ee.Int("FETCH_MAX_BYTES", int64(c.FetchMaxBytes)), "franz-go fetch buffer bound in bytes (PHLOEM_FETCH_MAX_BYTES)")
+	fs.Int64Var(&c.PendingMaxBytes, "pending-max-bytes", ee.Int("PENDING_MAX_BYTES", c.PendingMaxBytes), "records held back, over all partitions, while their sink queue is full, before partitions pause (PHLOEM_PENDING_MAX_BYTES)")
+	fs.Int64Var(&c.PendingPartitionBytes, "pending-partition-bytes", ee.Int("PENDING_PARTITION_BYTES", c.PendingPartitionBytes), "records one partition may hold back before it pauses (PHLOEM_PENDING_PARTITION_BYTES)")
+	fs.Int64Var(&o.memoryLimit, "memory-limit", ee.Int("MEMORY_LIMIT", 0), "soft limit of the process's memory in bytes (Go's GOMEMLIMIT; set it to the container's limit); must exceed the data bound fetch + pending + one poll + one sink queue; 0: Go's default (PHLOEM_MEMORY_LIMIT)")
 	fs.IntVar(&c.SinkBatchRecords, "sink-batch-records", int(ee.Int("SINK_BATCH_RECORDS", int64(c.SinkBatchRecords))), "records per sink delivery (PHLOEM_SINK_BATCH_RECORDS)")
 	fs.DurationVar(&c.HTTPTimeout, "http-sink-timeout", ee.Duration("HTTP_SINK_TIMEOUT", c.HTTPTimeout), "default per-request timeout of http sinks (PHLOEM_HTTP_SINK_TIMEOUT)")
 	fs.DurationVar(&c.SinkDrainTimeout, "sink-drain-timeout", ee.Duration("SINK_DRAIN_TIMEOUT", c.SinkDrainTimeout), "how long a removed sink may drain its queue (PHLOEM_SINK_DRAIN_TIMEOUT)")
@@ -100,6 +105,12 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	}
 	c.FetchMaxBytes = int32(*fetchMax)
 	c.FetchMaxPartitionBytes = min(c.FetchMaxPartitionBytes, c.FetchMaxBytes)
+	if o.memoryLimit < 0 {
+		ee = append(ee, fmt.Errorf("--memory-limit %d must not be negative", o.memoryLimit))
+	} else if b := dataBound(c); o.memoryLimit > 0 && o.memoryLimit <= b {
+		ee = append(ee, fmt.Errorf("--memory-limit %d is not above the data bound %d (fetch %d + pending %d + one poll + one sink queue %d); raise it or lower those bounds",
+			o.memoryLimit, b, c.FetchMaxBytes, c.PendingMaxBytes, c.SinkQueueBytes))
+	}
 	if err := o.kafka.Validate(); err != nil {
 		ee = append(ee, err)
 	}
@@ -111,6 +122,13 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 		ee = append(ee, err)
 	}
 	return o, errors.Join(ee...)
+}
+
+// dataBound is the memory the consumer's bounded structures may hold with one
+// sink: franz-go's fetch buffers, the pending budget, one poll's records and one
+// sink queue. Each further sink adds SinkQueueBytes.
+func dataBound(c *consumer.Config) int64 {
+	return int64(c.FetchMaxBytes) + c.PendingMaxBytes + int64(c.MaxPollRecords)*512 + c.SinkQueueBytes
 }
 
 func run(ctx context.Context, args []string, stderr io.Writer) int {
@@ -135,6 +153,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 }
 
 func serve(ctx context.Context, o *options, logger *slog.Logger) (err error) {
+	if o.memoryLimit > 0 {
+		// The queues, fetch buffers and pending budget are bounded in bytes; the
+		// soft limit makes the garbage collector keep the heap (and so RSS) under
+		// the operator's figure instead of letting it grow to twice the live data.
+		debug.SetMemoryLimit(o.memoryLimit)
+		logger.Info("memory limit set", "bytes", o.memoryLimit, "data_bound_one_sink", dataBound(&o.consumer))
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 

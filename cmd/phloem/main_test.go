@@ -49,6 +49,9 @@ func TestHelp(t *testing.T) {
 	}
 	out.Reset()
 	require.Equal(t, 2, run(context.Background(), []string{"--sink-queue-records", "0", "--brokers", "127.0.0.1:1"}, &out))
+	out.Reset()
+	require.Equal(t, 2, run(context.Background(), []string{"--memory-limit", "1000000", "--brokers", "127.0.0.1:1"}, &out))
+	require.Contains(t, out.String(), "is not above the data bound")
 }
 
 type seenSet struct {
