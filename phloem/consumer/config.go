@@ -48,6 +48,12 @@ type Config struct {
 	// (kgo.FetchMaxBytes, kgo.FetchMaxPartitionBytes). Defaults 16 MiB and 1 MiB.
 	FetchMaxBytes          int32
 	FetchMaxPartitionBytes int32
+	// FetchMaxWait is how long a fetch waits for data (kgo.FetchMaxWait). A
+	// fetch in flight does not include partitions assigned after it was sent, so
+	// this also bounds how long a newly assigned partition waits for its first
+	// record (with kgo's 5s default, TestStartupWith1000Topics was bimodal:
+	// 50 ms or 5.05 s). Default 500ms; zero means the default.
+	FetchMaxWait time.Duration
 
 	// SinkQueueRecords and SinkQueueBytes bound each sink's queue, including the
 	// batch being delivered. A full queue pauses the partitions that feed it.
@@ -121,6 +127,7 @@ func DefaultConfig() Config {
 		MaxPollRecords:         5_000,
 		FetchMaxBytes:          16 << 20,
 		FetchMaxPartitionBytes: 1 << 20,
+		FetchMaxWait:           500 * time.Millisecond,
 		SinkQueueRecords:       20_000,
 		SinkQueueBytes:         16 << 20,
 		PendingMaxBytes:        16 << 20,

@@ -149,6 +149,9 @@ func newConsumer(cfg Config, src stateSource, logger *slog.Logger, reg prometheu
 	if cfg.MetadataMaxAge == 0 {
 		cfg.MetadataMaxAge = 5 * time.Second
 	}
+	if cfg.FetchMaxWait <= 0 {
+		cfg.FetchMaxWait = 500 * time.Millisecond
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -305,11 +308,7 @@ func (c *Consumer) kafkaOpts() []kgo.Opt {
 		kgo.HeartbeatInterval(min(3*time.Second, c.cfg.SessionTimeout/3)),
 		kgo.MetadataMaxAge(c.cfg.MetadataMaxAge),
 		kgo.MetadataMinAge(min(c.cfg.MetadataMaxAge, time.Second)),
-		// A fetch in flight does not include partitions assigned after it was
-		// sent: with kgo's 5s default, a partition assigned a moment after the
-		// first fetch waited up to 5s for its first record (measured by
-		// TestStartupWith1000Topics: bimodal 50 ms / 5.05 s). 500ms bounds that.
-		kgo.FetchMaxWait(500*time.Millisecond),
+		kgo.FetchMaxWait(c.cfg.FetchMaxWait),
 		kgo.FetchMaxBytes(c.cfg.FetchMaxBytes),
 		kgo.FetchMaxPartitionBytes(c.cfg.FetchMaxPartitionBytes),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),

@@ -279,7 +279,8 @@ func (l *chanListener) Addr() net.Addr { return l.addr }
 // testConfig is a small, fast config against e.
 func (e *env) testConfig() Config {
 	cfg := DefaultConfig()
-	cfg.KafkaOpts = []kgo.Opt{kgo.SeedBrokers(e.addrs...), kgo.FetchMaxWait(100 * time.Millisecond)}
+	cfg.KafkaOpts = []kgo.Opt{kgo.SeedBrokers(e.addrs...)}
+	cfg.FetchMaxWait = 100 * time.Millisecond
 	cfg.Group = "g-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	cfg.MetadataMaxAge = time.Second
 	cfg.CommitInterval = 200 * time.Millisecond
