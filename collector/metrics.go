@@ -1,11 +1,12 @@
 package collector
 
 import (
-	"errors"
 	"strconv"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"phloem/internal/promx"
 )
 
 // Rejection reasons, the values of rejected_requests_total{reason}.
@@ -192,30 +193,10 @@ func (g *hubGauges) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (m *metrics) register(reg prometheus.Registerer) error {
-	if reg == nil {
-		return nil
-	}
-	var done []prometheus.Collector
-	for _, c := range m.collectors() {
-		if err := reg.Register(c); err != nil {
-			for _, d := range done {
-				reg.Unregister(d)
-			}
-			return errors.Join(errors.New("cannot register collector metrics (one Collector per registry)"), err)
-		}
-		done = append(done, c)
-	}
-	return nil
+	return promx.RegisterAll(reg, "collector metrics", m.collectors()...)
 }
 
-func (m *metrics) unregister(reg prometheus.Registerer) {
-	if reg == nil {
-		return
-	}
-	for _, c := range m.collectors() {
-		reg.Unregister(c)
-	}
-}
+func (m *metrics) unregister(reg prometheus.Registerer) { promx.UnregisterAll(reg, m.collectors()...) }
 
 // forTenant returns the per-tenant counters of id, or of "other" once the cap
 // of distinct labels is reached.

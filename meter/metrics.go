@@ -1,12 +1,12 @@
 package meter
 
 import (
-	"errors"
-	"fmt"
 	"sync"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"phloem/internal/promx"
 )
 
 // Drop reasons (label values of phloem_meter_records_dropped_total).
@@ -66,17 +66,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for i, c := range m.all {
-		if err := reg.Register(c); err != nil {
-			for _, done := range m.all[:i] {
-				reg.Unregister(done)
-			}
-			var are prometheus.AlreadyRegisteredError
-			if errors.As(err, &are) {
-				return nil, fmt.Errorf("cannot register meter metrics (one meter per registry): %w", err)
-			}
-			return nil, fmt.Errorf("cannot register meter metrics: %w", err)
-		}
+	if err := promx.RegisterAll(reg, "meter metrics", m.all...); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

@@ -1,10 +1,9 @@
 package ops
 
 import (
-	"errors"
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"phloem/internal/promx"
 )
 
 // metrics are the monitor's own series, all under phloem_ops_.
@@ -60,23 +59,7 @@ func newMetrics() *metrics {
 // register registers every collector on reg, unregistering the ones already
 // registered if one fails so that a failed New leaves reg as it found it.
 func (m *metrics) register(reg prometheus.Registerer) error {
-	for i, c := range m.collectors {
-		if err := reg.Register(c); err != nil {
-			for _, done := range m.collectors[:i] {
-				reg.Unregister(done)
-			}
-			var are prometheus.AlreadyRegisteredError
-			if errors.As(err, &are) {
-				return fmt.Errorf("cannot register ops metrics (is a second Monitor using the same registry?): %w", err)
-			}
-			return fmt.Errorf("cannot register ops metrics: %w", err)
-		}
-	}
-	return nil
+	return promx.RegisterAll(reg, "ops metrics", m.collectors...)
 }
 
-func (m *metrics) unregister(reg prometheus.Registerer) {
-	for _, c := range m.collectors {
-		reg.Unregister(c)
-	}
-}
+func (m *metrics) unregister(reg prometheus.Registerer) { promx.UnregisterAll(reg, m.collectors...) }

@@ -465,7 +465,7 @@ func TestNewRejects(t *testing.T) {
 	_, err = New(DefaultConfig(), Sources{Gatherer: reg}, nil, reg)
 	require.NoError(t, err)
 	_, err = New(DefaultConfig(), Sources{Gatherer: reg}, nil, reg)
-	require.ErrorContains(t, err, "second Monitor")
+	require.ErrorContains(t, err, "second instance")
 	// The failed New left no partial registration behind: the first monitor's
 	// metrics are still the only ones.
 	fams, err := reg.Gather()

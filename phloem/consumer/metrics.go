@@ -1,9 +1,9 @@
 package consumer
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"phloem/internal/promx"
 )
 
 type metrics struct {
@@ -90,30 +90,10 @@ func (m *metrics) collectors() []prometheus.Collector {
 }
 
 func (m *metrics) register(reg prometheus.Registerer) error {
-	if reg == nil {
-		return nil
-	}
-	var done []prometheus.Collector
-	for _, c := range m.collectors() {
-		if err := reg.Register(c); err != nil {
-			for _, d := range done {
-				reg.Unregister(d)
-			}
-			return errors.Join(errors.New("consumer: cannot register metrics"), err)
-		}
-		done = append(done, c)
-	}
-	return nil
+	return promx.RegisterAll(reg, "consumer metrics", m.collectors()...)
 }
 
-func (m *metrics) unregister(reg prometheus.Registerer) {
-	if reg == nil {
-		return
-	}
-	for _, c := range m.collectors() {
-		reg.Unregister(c)
-	}
-}
+func (m *metrics) unregister(reg prometheus.Registerer) { promx.UnregisterAll(reg, m.collectors()...) }
 
 // forgetSink removes a removed sink's label values, so the series set stays bounded
 // by the configured sinks.

@@ -1,6 +1,10 @@
 package control
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"phloem/internal/promx"
+)
 
 type metrics struct {
 	applied     prometheus.Counter
@@ -40,20 +44,7 @@ func (m *metrics) collectors() []prometheus.Collector {
 
 // register registers every collector, or none: on error it unregisters those it did.
 func (m *metrics) register(reg prometheus.Registerer) error {
-	cs := m.collectors()
-	for i, c := range cs {
-		if err := reg.Register(c); err != nil {
-			for _, done := range cs[:i] {
-				reg.Unregister(done)
-			}
-			return err
-		}
-	}
-	return nil
+	return promx.RegisterAll(reg, "control watcher metrics", m.collectors()...)
 }
 
-func (m *metrics) unregister(reg prometheus.Registerer) {
-	for _, c := range m.collectors() {
-		reg.Unregister(c)
-	}
-}
+func (m *metrics) unregister(reg prometheus.Registerer) { promx.UnregisterAll(reg, m.collectors()...) }
