@@ -18,18 +18,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"phloem/collector"
-	"phloem/internal/admin"
 	"phloem/internal/envflag"
 	"phloem/internal/logx"
 	"phloem/internal/procrun"
@@ -169,43 +165,26 @@ func run(ctx context.Context, args []string, stderr io.Writer, hup <-chan os.Sig
 }
 
 func serve(ctx context.Context, o *options, logger *slog.Logger, hup <-chan os.Signal) (err error) {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-
 	// Infrastructure (broker, watcher, admin) outlives the collector, so that its
 	// final producer flush still has a broker.
-	infra, appCtx := procrun.NewInfra(ctx)
-	defer func() { err = errors.Join(err, infra.Stop()) }()
-	opts, watcher, err := procrun.StartKafka(ctx, infra, procrun.Kafka{Config: o.kafka, EmbeddedAddr: o.embeddedAddr,
-		DataDir: o.dataDir, ControlTopic: o.controlTopic}, logger, reg)
+	p, err := procrun.Start(ctx, procrun.Kafka{Config: o.kafka, EmbeddedAddr: o.embeddedAddr, DataDir: o.dataDir, ControlTopic: o.controlTopic}, logger)
+	defer func() { err = errors.Join(err, p.Infra.Stop()) }()
 	if err != nil {
 		return err
 	}
+	infra := p.Infra
 
-	o.collector.KafkaOpts = opts
-	c, err := collector.New(o.collector, watcher, logger, reg)
+	o.collector.KafkaOpts = p.Opts
+	c, err := collector.New(o.collector, p.Watcher, logger, p.Reg)
 	if err != nil {
 		return err
 	}
-
-	acfg := admin.DefaultConfig()
-	acfg.Addr, acfg.EnablePprof = o.adminListen, o.pprof
-	adm := admin.New(acfg, logger.With("component", "admin"), reg)
-	c.RegisterReadyChecks(adm)
-	if err := procrun.StartOps(infra, adm, reg, c, o.collector.CollectorID, logger); err != nil {
+	dataLn, err := p.Listen(procrun.Listeners{Admin: o.adminListen, Data: o.listen, Pprof: o.pprof,
+		Ready: c.RegisterReadyChecks, Meters: c, Instance: o.collector.CollectorID}, logger)
+	if err != nil {
 		return err
 	}
-	adminLn, err := net.Listen("tcp", o.adminListen)
-	if err != nil {
-		return fmt.Errorf("cannot listen on --admin-listen %s: %w", o.adminListen, err)
-	}
-	dataLn, err := net.Listen("tcp", o.listen)
-	if err != nil {
-		return errors.Join(fmt.Errorf("cannot listen on --listen %s: %w", o.listen, err), adminLn.Close())
-	}
-	logger.Info("collector listening", "data", dataLn.Addr().String(), "admin", adminLn.Addr().String(),
-		"tls", o.collector.TLSCertFile != "", "collector_id", o.collector.CollectorID, "kafka", o.kafka)
-	infra.Go("admin listener", func(ctx context.Context) error { return adm.Run(ctx, adminLn) })
+	logger.Info("collector serving", "tls", o.collector.TLSCertFile != "", "collector_id", o.collector.CollectorID, "kafka", o.kafka)
 	infra.Go("tls reloader", func(ctx context.Context) error {
 		for {
 			select {
@@ -219,5 +198,5 @@ func serve(ctx context.Context, o *options, logger *slog.Logger, hup <-chan os.S
 		}
 	})
 
-	return c.Run(appCtx, dataLn) // infra stops after it, in the deferred Stop
+	return c.Run(p.AppCtx, dataLn) // infra stops after it, in the deferred Stop
 }

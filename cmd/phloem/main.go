@@ -18,14 +18,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
 	"syscall"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"phloem/internal/admin"
@@ -160,43 +157,24 @@ func serve(ctx context.Context, o *options, logger *slog.Logger) (err error) {
 		debug.SetMemoryLimit(o.memoryLimit)
 		logger.Info("memory limit set", "bytes", o.memoryLimit, "data_bound_one_sink", dataBound(&o.consumer))
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-
 	// Infrastructure (broker, watcher, admin) outlives the consumer, so that its
 	// final commit still has a broker.
-	infra, appCtx := procrun.NewInfra(ctx)
-	defer func() { err = errors.Join(err, infra.Stop()) }()
-	opts, watcher, err := procrun.StartKafka(ctx, infra, procrun.Kafka{Config: o.kafka, EmbeddedAddr: o.embeddedAddr,
-		DataDir: o.dataDir, ControlTopic: o.controlTopic}, logger, reg)
+	p, err := procrun.Start(ctx, procrun.Kafka{Config: o.kafka, EmbeddedAddr: o.embeddedAddr, DataDir: o.dataDir, ControlTopic: o.controlTopic}, logger)
+	defer func() { err = errors.Join(err, p.Infra.Stop()) }()
 	if err != nil {
 		return err
 	}
 
-	o.consumer.KafkaOpts = opts
-	c, err := consumer.New(o.consumer, watcher, logger, reg)
+	o.consumer.KafkaOpts = p.Opts
+	c, err := consumer.New(o.consumer, p.Watcher, logger, p.Reg)
 	if err != nil {
 		return err
 	}
-
-	acfg := admin.DefaultConfig()
-	acfg.Addr, acfg.EnablePprof = o.adminListen, o.pprof
-	adm := admin.New(acfg, logger.With("component", "admin"), reg)
-	adm.AddReadyCheck("consumer", c.Ready)
-	if err := procrun.StartOps(infra, adm, reg, nil, "phloem", logger); err != nil {
+	dataLn, err := p.Listen(procrun.Listeners{Admin: o.adminListen, Data: o.listen, Pprof: o.pprof,
+		Ready: func(a *admin.Server) { a.AddReadyCheck("consumer", c.Ready) }, Instance: "phloem"}, logger)
+	if err != nil {
 		return err
 	}
-	adminLn, err := net.Listen("tcp", o.adminListen)
-	if err != nil {
-		return fmt.Errorf("cannot listen on --admin-listen %s: %w", o.adminListen, err)
-	}
-	dataLn, err := net.Listen("tcp", o.listen)
-	if err != nil {
-		return errors.Join(fmt.Errorf("cannot listen on --listen %s: %w", o.listen, err), adminLn.Close())
-	}
-	logger.Info("phloem listening", "data", dataLn.Addr().String(), "admin", adminLn.Addr().String(),
-		"group", o.consumer.Group, "topic_regexp", o.consumer.Topics.Regexp())
-	infra.Go("admin listener", func(ctx context.Context) error { return adm.Run(ctx, adminLn) })
-
-	return c.Run(appCtx, dataLn) // infra stops after it, in the deferred Stop
+	logger.Info("phloem consuming", "group", o.consumer.Group, "topic_regexp", o.consumer.Topics.Regexp())
+	return c.Run(p.AppCtx, dataLn) // infra stops after it, in the deferred Stop
 }

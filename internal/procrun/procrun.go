@@ -15,9 +15,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
@@ -136,4 +138,63 @@ func StartOps(i *Infra, adm *admin.Server, reg *prometheus.Registry, meters ops.
 	adm.Handle("/status/", ops.StatusHandler(mon))
 	i.Go("ops monitor", mon.Run)
 	return nil
+}
+
+// Process is the skeleton shared by cmd/collector and cmd/phloem: the metric
+// registry (with Go and process collectors), the infrastructure group, the Kafka
+// client options and the process's one control Watcher.
+type Process struct {
+	Reg     *prometheus.Registry
+	Infra   *Infra
+	AppCtx  context.Context // the component's context: Run the component under it
+	Opts    []kgo.Opt
+	Watcher *control.Watcher
+}
+
+// Start builds a Process: Kafka (embedded or external) and the Watcher start on
+// its infrastructure group. The caller defers p.Infra.Stop() even on error
+// (Start returns a non-nil Process whenever the group exists).
+func Start(ctx context.Context, k Kafka, logger *slog.Logger) (*Process, error) {
+	p := &Process{Reg: prometheus.NewRegistry()}
+	p.Reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	p.Infra, p.AppCtx = NewInfra(ctx)
+	var err error
+	p.Opts, p.Watcher, err = StartKafka(ctx, p.Infra, k, logger, p.Reg)
+	return p, err
+}
+
+// Listeners are the admin and data listeners of a binary, with what its admin
+// server adds beyond /metrics, /healthz and /readyz.
+type Listeners struct {
+	Admin, Data string // listen addresses
+	Pprof       bool
+	Ready       func(*admin.Server) // registers the component's readiness checks
+	Meters      ops.MeterActivity   // feeds the zombie-meter detector; nil: off
+	Instance    string              // names the process on the status page
+}
+
+// Listen builds the admin server (readiness checks, ops monitor and status page),
+// opens both listeners (both or neither), serves the admin listener on the
+// infrastructure group and returns the data listener for the component's Run.
+func (p *Process) Listen(l Listeners, logger *slog.Logger) (net.Listener, error) {
+	acfg := admin.DefaultConfig()
+	acfg.Addr, acfg.EnablePprof = l.Admin, l.Pprof
+	adm := admin.New(acfg, logger.With("component", "admin"), p.Reg)
+	if l.Ready != nil {
+		l.Ready(adm)
+	}
+	if err := StartOps(p.Infra, adm, p.Reg, l.Meters, l.Instance, logger); err != nil {
+		return nil, err
+	}
+	adminLn, err := net.Listen("tcp", l.Admin)
+	if err != nil {
+		return nil, fmt.Errorf("cannot listen on --admin-listen %s: %w", l.Admin, err)
+	}
+	dataLn, err := net.Listen("tcp", l.Data)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("cannot listen on --listen %s: %w", l.Data, err), adminLn.Close())
+	}
+	logger.Info("listening", "data", dataLn.Addr().String(), "admin", adminLn.Addr().String())
+	p.Infra.Go("admin listener", func(ctx context.Context) error { return adm.Run(ctx, adminLn) })
+	return dataLn, nil
 }
