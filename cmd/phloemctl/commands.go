@@ -144,22 +144,27 @@ func cmdTenantList(ctx context.Context, a *app, _ []string) error {
 	if err != nil {
 		return err
 	}
-	ts := st.Tenants()
+	return printList(a, st.Tenants(), "No tenants. Add one with: phloemctl tenant add <id>", tenantHeader, tenantRow)
+}
+
+// printList prints items as JSON (an empty list, never null) or as a table, or
+// says empty (with what to do) when there are none.
+func printList[T any](a *app, items []T, empty string, header []string, row func(T) []string) error {
 	if a.json() {
-		if ts == nil {
-			ts = []control.Tenant{}
+		if items == nil {
+			items = []T{}
 		}
-		return a.printJSON(ts)
+		return a.printJSON(items)
 	}
-	if len(ts) == 0 {
-		a.printf("No tenants. Add one with: phloemctl tenant add <id>\n")
+	if len(items) == 0 {
+		a.printf("%s\n", empty)
 		return nil
 	}
-	rows := make([][]string, len(ts))
-	for i, t := range ts {
-		rows[i] = tenantRow(t)
+	rows := make([][]string, len(items))
+	for i, it := range items {
+		rows[i] = row(it)
 	}
-	return a.table(tenantHeader, rows)
+	return a.table(header, rows)
 }
 
 func cmdTenantShow(ctx context.Context, a *app, args []string) error {
@@ -379,21 +384,10 @@ func setupSinkList(fs *flag.FlagSet) runFunc {
 		if tenant != "" {
 			sinks = st.SinksFor(tenant)
 		}
-		if a.json() {
-			if sinks == nil {
-				sinks = []control.Sink{}
-			}
-			return a.printJSON(sinks)
-		}
-		if len(sinks) == 0 {
-			a.printf("No sinks. Add one with: phloemctl sink add <id> --tenant <tenant> --type <type>\n")
-			return nil
-		}
-		rows := make([][]string, len(sinks))
-		for i, k := range sinks {
-			rows[i] = []string{k.ID, k.Tenant, k.Type, paramsFlag(k.Params).String(), strconv.FormatUint(k.Version, 10)}
-		}
-		return a.table([]string{"ID", "TENANT", "TYPE", "PARAMS", "VERSION"}, rows)
+		return printList(a, sinks, "No sinks. Add one with: phloemctl sink add <id> --tenant <tenant> --type <type>",
+			[]string{"ID", "TENANT", "TYPE", "PARAMS", "VERSION"}, func(k control.Sink) []string {
+				return []string{k.ID, k.Tenant, k.Type, paramsFlag(k.Params).String(), strconv.FormatUint(k.Version, 10)}
+			})
 	}
 }
 
