@@ -57,6 +57,20 @@ func notFound(id string) error {
 	return fmt.Errorf("tenant %q not found; \"phloemctl tenant list\" shows the tenants", id)
 }
 
+// tenant reads the control state and returns it with the tenant id, or an error
+// saying how to find the tenants.
+func (a *app) tenant(ctx context.Context, id string) (*control.State, control.Tenant, error) {
+	st, err := a.state(ctx)
+	if err != nil {
+		return nil, control.Tenant{}, err
+	}
+	t, ok := st.Tenant(id)
+	if !ok {
+		return nil, control.Tenant{}, notFound(id)
+	}
+	return st, t, nil
+}
+
 func limitString(v float64) string {
 	if v == 0 {
 		return "unlimited"
@@ -168,13 +182,9 @@ func printList[T any](a *app, items []T, empty string, header []string, row func
 }
 
 func cmdTenantShow(ctx context.Context, a *app, args []string) error {
-	st, err := a.state(ctx)
+	st, t, err := a.tenant(ctx, args[0])
 	if err != nil {
 		return err
-	}
-	t, ok := st.Tenant(args[0])
-	if !ok {
-		return notFound(args[0])
 	}
 	sinks := st.SinksFor(t.ID)
 	if a.json() {
@@ -205,13 +215,9 @@ func cmdTenantShow(ctx context.Context, a *app, args []string) error {
 
 func cmdTenantStatus(status control.TenantStatus) runFunc {
 	return func(ctx context.Context, a *app, args []string) error {
-		st, err := a.state(ctx)
+		_, t, err := a.tenant(ctx, args[0])
 		if err != nil {
 			return err
-		}
-		t, ok := st.Tenant(args[0])
-		if !ok {
-			return notFound(args[0])
 		}
 		changed := t.Status != status
 		if changed {
@@ -241,13 +247,9 @@ func cmdTenantStatus(status control.TenantStatus) runFunc {
 }
 
 func cmdTenantRotate(ctx context.Context, a *app, args []string) error {
-	st, err := a.state(ctx)
+	_, t, err := a.tenant(ctx, args[0])
 	if err != nil {
 		return err
-	}
-	t, ok := st.Tenant(args[0])
-	if !ok {
-		return notFound(args[0])
 	}
 	w, err := a.writer(ctx)
 	if err != nil {
@@ -266,13 +268,9 @@ func cmdTenantRotate(ctx context.Context, a *app, args []string) error {
 }
 
 func cmdTenantRemove(ctx context.Context, a *app, args []string) error {
-	st, err := a.state(ctx)
+	st, t, err := a.tenant(ctx, args[0])
 	if err != nil {
 		return err
-	}
-	t, ok := st.Tenant(args[0])
-	if !ok {
-		return notFound(args[0])
 	}
 	w, err := a.writer(ctx)
 	if err != nil {
