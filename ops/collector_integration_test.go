@@ -28,7 +28,6 @@ import (
 
 	"phloem/collector"
 	"phloem/collector/wire"
-	"phloem/internal/admin"
 	"phloem/ops"
 	"phloem/phloem/consumer"
 	"phloem/phloem/control"
@@ -212,41 +211,6 @@ func monitorConfig() ops.Config {
 	return cfg
 }
 
-func serveOpsAdmin(t *testing.T, m *ops.Monitor, reg prometheus.Gatherer) string {
-	t.Helper()
-	srv := admin.New(admin.DefaultConfig(), nil, reg)
-	srv.Handle("/status/", ops.StatusHandler(m))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(t, err)
-		case <-time.After(10 * time.Second):
-			t.Error("admin server did not stop")
-		}
-	})
-	return "http://" + ln.Addr().String()
-}
-
-func getText(t *testing.T, url string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	require.NoError(t, err)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(t, errors.Join(err, resp.Body.Close()))
-	require.Equal(t, http.StatusOK, resp.StatusCode, "GET %s: %s", url, b)
-	return string(b)
-}
-
 func stateOf(t *testing.T, m *ops.Monitor, rule string) (ops.AlertStatus, ops.AlertState) {
 	t.Helper()
 	for _, a := range m.Alerts() {
@@ -271,7 +235,7 @@ func dedup(states []ops.AlertState) []ops.AlertState {
 func statusAPI(t *testing.T, base string) ops.Status {
 	t.Helper()
 	var st ops.Status
-	require.NoError(t, json.Unmarshal([]byte(getText(t, base+"/status/api")), &st))
+	require.NoError(t, json.Unmarshal([]byte(ops.GetForTest(t, base+"/status/api")), &st))
 	return st
 }
 
@@ -322,7 +286,7 @@ func TestRealCollectorLeakAndRatioAlerts(t *testing.T) {
 	cfg := monitorConfig()
 	m, err := ops.New(cfg, ops.Sources{Gatherer: s.reg, Meters: s.c, Instance: "collector-it"}, nil, s.reg)
 	require.NoError(t, err)
-	base := serveOpsAdmin(t, m, s.reg)
+	base := ops.ServeStatusForTest(t, m, s.reg)
 
 	now := time.Now().Truncate(time.Second)
 	const perTick = 10 * 100 // payload bytes per synthetic second: 1 kB/s, above the 100 B/s idle floor
@@ -377,7 +341,7 @@ func TestRealCollectorLeakAndRatioAlerts(t *testing.T) {
 	t.Logf("leak at +0s: subscription_leak pending at +%v, firing at +%v (for %v); summary %q",
 		pending.Sub(leakAt), fired.Sub(leakAt), cfg.SubscriptionLeak.For, leakA.Summary)
 
-	text := getText(t, base+"/metrics")
+	text := ops.GetForTest(t, base+"/metrics")
 	for _, want := range []string{
 		`phloem_ops_alert_firing{rule="subscription_leak"} 1`,
 		`phloem_ops_detector_value{rule="subscription_leak"} 1`,
@@ -404,7 +368,7 @@ func TestRealCollectorLeakAndRatioAlerts(t *testing.T) {
 		leakStates = append(leakStates, st)
 	}
 	require.Equal(t, []ops.AlertState{ops.StateResolved, ops.StateInactive}, dedup(leakStates), "per-tick states: %v", leakStates)
-	require.Contains(t, getText(t, base+"/metrics"), `phloem_ops_alert_firing{rule="subscription_leak"} 0`)
+	require.Contains(t, ops.GetForTest(t, base+"/metrics"), `phloem_ops_alert_firing{rule="subscription_leak"} 0`)
 
 	// ---- Phase 2: egress amplification by live taps.
 	var closers []func()
@@ -434,7 +398,7 @@ func TestRealCollectorLeakAndRatioAlerts(t *testing.T) {
 	t.Logf("3 taps at +0s: collector_ratio pending at +%v, firing at +%v (window %v, for %v); summary %q",
 		pending.Sub(tapsAt), fired.Sub(tapsAt), cfg.Window, rule.For, ratioA.Summary)
 
-	text = getText(t, base+"/metrics")
+	text = ops.GetForTest(t, base+"/metrics")
 	require.Contains(t, text, `phloem_ops_alert_firing{rule="collector_ratio"} 1`)
 	require.Contains(t, text, `phloem_ops_alert_firing{rule="subscription_leak"} 0`)
 	ratio := regexp.MustCompile(`phloem_ops_ratio\{rule="collector_ratio"\} ([0-9.e+]+)`).FindStringSubmatch(text)
@@ -460,7 +424,7 @@ func TestRealCollectorLeakAndRatioAlerts(t *testing.T) {
 		ratioStates = append(ratioStates, rst)
 	}
 	require.Equal(t, []ops.AlertState{ops.StateFiring, ops.StateResolved, ops.StateInactive}, dedup(ratioStates), "per-tick states: %v", ratioStates)
-	require.Contains(t, getText(t, base+"/metrics"), `phloem_ops_alert_firing{rule="collector_ratio"} 0`)
+	require.Contains(t, ops.GetForTest(t, base+"/metrics"), `phloem_ops_alert_firing{rule="collector_ratio"} 0`)
 
 	// ---- The meter activity feeds the zombie detector.
 	_, zst := stateOf(t, m, "zombie_meters")
@@ -476,7 +440,7 @@ func TestRealCollectorLeakAndRatioAlerts(t *testing.T) {
 	st = statusAPI(t, base)
 	require.Len(t, st.Zombies, 1)
 	require.Equal(t, "meter-1", st.Zombies[0].ID)
-	require.Contains(t, getText(t, base+"/metrics"), `phloem_ops_alert_firing{rule="zombie_meters"} 1`)
+	require.Contains(t, ops.GetForTest(t, base+"/metrics"), `phloem_ops_alert_firing{rule="zombie_meters"} 1`)
 	t.Logf("zombie: %s", za.Summary)
 }
 

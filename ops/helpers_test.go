@@ -104,6 +104,13 @@ func testConfig() Config {
 	return cfg
 }
 
+// ServeStatusForTest and GetForTest are serveAdmin and httpGet for the external
+// test package (ops_test), which sees exported names of these test files.
+var (
+	ServeStatusForTest = serveAdmin
+	GetForTest         = httpGet
+)
+
 // serveAdmin runs the real admin listener with the status page mounted, on a
 // loopback port, until the test ends. It returns the base URL.
 func serveAdmin(t *testing.T, m *Monitor, reg prometheus.Gatherer) string {
