@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"phloem/collector/wire"
+	"phloem/internal/testutil"
 )
 
 // testCollector is a loopback stand-in for the collector (issue 4): it decodes
@@ -147,23 +148,8 @@ func testConfig(t testing.TB, collectors string) Config {
 	return cfg
 }
 
-// logBuffer is a concurrency-safe slog sink for assertions on log output.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+// logBuffer captures a meter's log for assertions.
+type logBuffer struct{ testutil.SyncBuffer }
 
 func (l *logBuffer) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
 

@@ -21,7 +21,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"phloem/collector/wire"
+	"phloem/internal/testutil"
 )
+
+// syncBuffer captures a child meter process's output for assertions.
+type syncBuffer = testutil.SyncBuffer
 
 // TestMain lets the kill -9 test re-exec this test binary as the meter command:
 // with PHLOEM_METER_CHILD=1 it runs main's run with the process arguments.
@@ -103,24 +107,6 @@ func (c *loopCollector) state() (acked int, maxSeen uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.acked), c.maxSeen
-}
-
-// syncBuffer is a bytes.Buffer safe to read while exec's copier writes to it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func payloadOf(i int) string {

@@ -11,30 +11,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"phloem/internal/testutil"
 )
-
-// syncBuffer is an io.Writer safe for the pipeline's goroutines and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 type sinkLine struct {
 	Tenant  string          `json:"tenant"`
@@ -67,14 +50,14 @@ type running struct {
 	cancel context.CancelFunc
 	code   chan int
 	done   chan struct{} // closed when run returned
-	stdout *syncBuffer
-	stderr *syncBuffer
+	stdout *testutil.SyncBuffer
+	stderr *testutil.SyncBuffer
 }
 
 func startPipeline(t *testing.T, dir string) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{cancel: cancel, code: make(chan int, 1), done: make(chan struct{}), stdout: &syncBuffer{}, stderr: &syncBuffer{}}
+	r := &running{cancel: cancel, code: make(chan int, 1), done: make(chan struct{}), stdout: &testutil.SyncBuffer{}, stderr: &testutil.SyncBuffer{}}
 	args := []string{"--data-dir", dir, "--listen", "127.0.0.1:0", "--phloem-listen", "127.0.0.1:0",
 		"--admin-listen", "127.0.0.1:0", "--interval", "100ms", "--brokers", ""}
 	go func() {
@@ -192,7 +175,7 @@ func TestPipelineEndToEnd(t *testing.T) {
 }
 
 func TestPipelineBadFlags(t *testing.T) {
-	var out, errb syncBuffer
+	var out, errb testutil.SyncBuffer
 	require.Equal(t, 2, run(context.Background(), []string{"--meters", "-1"}, &out, &errb))
 	require.Contains(t, errb.String(), "--meters -1")
 	require.Equal(t, 0, run(context.Background(), []string{"--help"}, &out, &errb))
